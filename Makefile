@@ -1,0 +1,41 @@
+# One entry point. `make run` and `make test` build .venv first when it is missing or stale.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-slow test-all lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/embedq up
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP) lint
+	HF_HUB_OFFLINE=1 $(BIN)/pytest
+
+test-slow: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -m slow
+
+test-all: test test-slow
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/encode.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/latency.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/stsb.py
+
+clean:
+	rm -rf $(VENV) .embedq .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,73 @@
+"""Celery settings shared by the client's producer app and the worker app."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from api_client.routing import QUEUES, Thresholds, route
+from api_client.settings import Settings
+from api_client.states import JobKind
+
+TASK_NAMES = {JobKind.ENCODE: "embedq.encode"}
+DEFAULT_QUEUE = "embedq.cpu.interactive"
+
+
+def route_message(
+    name: str, _args: Any, kwargs: Any, _options: Any, _task: Any = None, *, thresholds: Thresholds, **_: Any
+) -> dict | None:
+    """Celery router for messages sent without a queue (``celery call``, ``send_task`` from our app).
+
+    Inline requests are routed by size; anything unreadable goes to the
+    default queue, where the worker rejects it with a recorded error.
+    """
+    if name != TASK_NAMES[JobKind.ENCODE]:
+        return None
+    request = kwargs.get("request") if isinstance(kwargs, dict) else None
+    texts = request.get("texts") if isinstance(request, dict) else None
+    if not isinstance(texts, list):
+        return {"queue": DEFAULT_QUEUE}
+    n_chars = sum(len(text) for text in texts if isinstance(text, str))
+    return {
+        "queue": route(kind=JobKind.ENCODE, n_items=len(texts), n_chars=n_chars, gpu_alive=False, thresholds=thresholds)
+    }
+
+
+def thresholds(settings: Settings) -> Thresholds:
+    return Thresholds(settings.interactive_max_items, settings.interactive_max_chars)
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """JSON only, late acks, prefetch 1, one visibility timeout longer than the hard time limit."""
+    return {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_soft_time_limit": settings.soft_time_limit,
+        "task_time_limit": settings.time_limit,
+        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_create_missing_queues": False,
+        "task_routes": (partial(route_message, thresholds=thresholds(settings)),),
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+    }
+
+
+def producer_app(settings: Settings) -> Celery:
+    """A Celery app that only sends embedq messages (no tasks, no result backend)."""
+    app = Celery("embedq-client", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

@@ -1,0 +1,73 @@
+"""Routing: which queue a job goes to. One pure function plus the queue table.
+
+Queues are ``embedq.<hardware>.<lane>``. ``lane`` is ``interactive`` for small
+jobs someone waits on and ``batch`` for the rest; ``hardware`` is ``gpu`` only
+for batch work while a GPU worker is alive (or when a hint asks for it and
+one is alive), else ``cpu``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from api_client.errors import BadRequest
+from api_client.states import JobKind
+
+Hardware = Literal["cpu", "gpu"]
+Lane = Literal["interactive", "batch"]
+HARDWARE: tuple[Hardware, ...] = ("cpu", "gpu")
+LANES: tuple[Lane, ...] = ("interactive", "batch")
+
+QUEUES: tuple[str, ...] = tuple(f"embedq.{hw}.{lane}" for hw in HARDWARE for lane in LANES)
+
+
+class QueueNotFound(BadRequest):
+    """A queue name that is not in the queue table."""
+
+
+def queue_name(hardware: str, lane: str) -> str:
+    """``embedq.<hardware>.<lane>``, refusing anything not in ``QUEUES``."""
+    name = f"embedq.{hardware}.{lane}"
+    if name not in QUEUES:
+        raise QueueNotFound(f"no queue {name!r}; queues are {', '.join(QUEUES)}", detail={"queue": name})
+    return name
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Largest job that still counts as interactive."""
+
+    interactive_max_items: int = 256
+    interactive_max_chars: int = 100_000
+
+
+def route(
+    *,
+    kind: JobKind,
+    n_items: int,
+    n_chars: int,
+    gpu_alive: bool,
+    lane: str | None = None,
+    hardware: str | None = None,
+    thresholds: Thresholds = Thresholds(),
+) -> str:
+    """The queue for a job.
+
+    Args:
+        kind: the job kind.
+        n_items: number of items (texts) in the job.
+        n_chars: total characters over all items.
+        gpu_alive: whether a GPU worker has sent a heartbeat recently.
+        lane: optional hint, ``"interactive"`` or ``"batch"``; overrides the size rule.
+        hardware: optional hint, ``"cpu"`` or ``"gpu"``; ``gpu`` is honoured only while a GPU worker is alive.
+        thresholds: size limits of the interactive lane.
+    """
+    if lane is None:
+        small = n_items <= thresholds.interactive_max_items and n_chars <= thresholds.interactive_max_chars
+        lane = "interactive" if kind == JobKind.ENCODE and small else "batch"
+    if hardware is None:
+        hardware = "gpu" if gpu_alive and lane == "batch" else "cpu"
+    elif hardware == "gpu" and not gpu_alive:
+        hardware = "cpu"
+    return queue_name(hardware, lane)

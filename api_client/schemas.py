@@ -1,0 +1,170 @@
+"""Request schemas and their validation.
+
+``parse_encode_request`` is the one gate for encode requests: the client runs
+it before anything is queued and the worker runs it again on every message.
+Errors name the field, the limit and the offending item index.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from api_client.errors import BadRequest, LimitExceeded
+from api_client.states import JobKind, JobStatus
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+Precision = Literal["float32", "int8", "uint8", "binary", "ubinary"]
+PRECISIONS: tuple[str, ...] = ("float32", "int8", "uint8", "binary", "ubinary")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits; built from ``Settings`` by ``Limits.of``."""
+
+    max_texts_per_job: int = 100_000
+    max_chars_per_text: int = 50_000
+    max_batch_size: int = 1024
+
+    @classmethod
+    def of(cls, settings: Any) -> Limits:
+        return cls(settings.max_texts_per_job, settings.max_chars_per_text, settings.max_batch_size)
+
+
+class EncodeOptions(BaseModel):
+    """The options of an encode job, as in ``SentenceTransformer.encode``."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    model: str = Field(DEFAULT_MODEL, min_length=1, max_length=200)
+    normalize: bool = False
+    batch_size: int = Field(32, ge=1)
+    precision: Precision = "float32"
+    truncate_dim: int | None = Field(None, ge=1)
+    prompt_name: str | None = Field(None, min_length=1)
+    prompt: str | None = Field(None, min_length=1)
+
+
+class EncodeRequest(EncodeOptions):
+    """A validated encode request: the texts plus their options."""
+
+    texts: list[str]
+
+    def options(self) -> dict[str, Any]:
+        """Everything but the texts, as JSON-ready values."""
+        return self.model_dump(exclude={"texts"})
+
+
+def _option_error(exc: ValidationError) -> BadRequest:
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "request"
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(sorted(EncodeRequest.model_fields))
+        return BadRequest(f"{field}: unknown option (allowed: {allowed})", detail={"field": field})
+    got = first.get("input")
+    return BadRequest(f"{field}: {first['msg']} (got {got!r})", detail={"field": field})
+
+
+def check_texts(texts: Any, limits: Limits) -> list[str]:
+    """Check the texts one by one; the error names the first bad index."""
+    if isinstance(texts, str) or not isinstance(texts, list | tuple):
+        raise BadRequest(f"texts: expected a list of strings, got {type(texts).__name__}", detail={"field": "texts"})
+    if not texts:
+        raise BadRequest("texts: the list is empty; send at least one text", detail={"field": "texts"})
+    if len(texts) > limits.max_texts_per_job:
+        raise LimitExceeded(
+            f"texts: {len(texts):,} texts is over the limit of {limits.max_texts_per_job:,} per job "
+            "(max_texts_per_job); split the input into several jobs",
+            detail={
+                "field": "texts",
+                "limit": "max_texts_per_job",
+                "max": limits.max_texts_per_job,
+                "actual": len(texts),
+            },
+        )
+    for index, text in enumerate(texts):
+        _check_text(index, text, limits)
+    return list(texts)
+
+
+def _check_text(index: int, text: Any, limits: Limits) -> None:
+    where = {"field": "texts", "index": index}
+    if not isinstance(text, str):
+        raise BadRequest(f"texts[{index}]: expected a string, got {type(text).__name__}", detail=where)
+    if not text.strip():
+        raise BadRequest(f"texts[{index}]: the text is empty or only whitespace", detail=where)
+    if len(text) > limits.max_chars_per_text:
+        raise LimitExceeded(
+            f"texts[{index}]: {len(text):,} characters is over the limit of {limits.max_chars_per_text:,} "
+            "per text (max_chars_per_text)",
+            detail={**where, "limit": "max_chars_per_text", "max": limits.max_chars_per_text, "actual": len(text)},
+        )
+    if "\x00" in text:
+        raise BadRequest(f"texts[{index}]: the text contains a NUL character", detail=where)
+
+
+def parse_encode_request(raw: Any, limits: Limits) -> EncodeRequest:
+    """Validate a raw (JSON-like) encode request; raise ``BadRequest`` on anything wrong."""
+    if not isinstance(raw, dict):
+        raise BadRequest(f"request: expected a JSON object, got {type(raw).__name__}", detail={"field": "request"})
+    if "texts" not in raw:
+        raise BadRequest("texts: missing; send a list of strings", detail={"field": "texts"})
+    texts = check_texts(raw["texts"], limits)
+    options = {key: value for key, value in raw.items() if key != "texts"}
+    try:
+        parsed = EncodeOptions.model_validate(options)
+    except ValidationError as exc:
+        raise _option_error(exc) from exc
+    if parsed.batch_size > limits.max_batch_size:
+        raise LimitExceeded(
+            f"batch_size: {parsed.batch_size} is over the limit of {limits.max_batch_size} (max_batch_size)",
+            detail={
+                "field": "batch_size",
+                "limit": "max_batch_size",
+                "max": limits.max_batch_size,
+                "actual": parsed.batch_size,
+            },
+        )
+    if parsed.prompt is not None and parsed.prompt_name is not None:
+        raise BadRequest("prompt, prompt_name: give one or the other, not both", detail={"field": "prompt"})
+    return EncodeRequest.model_construct(**parsed.model_dump(), texts=texts)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A snapshot of one job row."""
+
+    id: str
+    kind: JobKind
+    status: JobStatus
+    queue: str
+    progress: tuple[int, int]
+    attempts: int
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    worker: str | None
+    idempotency_key: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (timestamps as ISO 8601 strings)."""
+        return {
+            "id": self.id,
+            "kind": str(self.kind),
+            "status": str(self.status),
+            "queue": self.queue,
+            "progress": {"done": self.progress[0], "total": self.progress[1]},
+            "attempts": self.attempts,
+            "result": self.result,
+            "error": self.error,
+            "worker": self.worker,
+            "idempotency_key": self.idempotency_key,
+            "created_at": self.created_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+        }

@@ -1,0 +1,113 @@
+"""One typed settings object, built from the environment by ``get_settings()``.
+
+Every field can be set as ``EMBEDQ_<FIELD>`` (upper case). The two server
+URLs come from the environment first, then from an env file: the path in
+``EMBEDQ_ENV_FILE``, else ``<EMBEDQ_DATA_DIR>/env`` (``.embedq/env`` by
+default), which ``embedq up`` writes once its worker is consuming.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ENV_PREFIX = "EMBEDQ_"
+
+
+class Settings(BaseModel):
+    """Service settings; see docs/configuration.md for each field."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    broker_url: str | None = None
+    database_url: str | None = None
+    data_dir: Path = Path(".embedq")
+    artifact_root: Path | None = None
+
+    # Limits, checked by the client before queueing and again by the worker.
+    max_texts_per_job: int = Field(100_000, ge=1)
+    max_chars_per_text: int = Field(50_000, ge=1)
+    max_batch_size: int = Field(1024, ge=1)
+
+    # Job lifecycle.
+    lease_seconds: float = Field(60.0, gt=0)
+    progress_interval: float = Field(1.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    flush_every: int = Field(2048, ge=1)
+
+    # Celery: soft < hard time limit < broker visibility timeout. The hard
+    # limit stays under RabbitMQ's default 30-minute consumer_timeout.
+    soft_time_limit: int = Field(1500, ge=1)
+    time_limit: int = Field(1560, ge=1)
+    visibility_timeout: int = Field(7200, ge=1)
+
+    # Sweeper and worker heartbeat.
+    sweep_interval: float = Field(10.0, gt=0)
+    resend_after: float = Field(30.0, gt=0)
+    worker_heartbeat: float = Field(5.0, gt=0)
+    worker_alive: float = Field(30.0, gt=0)
+
+    # Routing thresholds (see api_client/routing.py).
+    interactive_max_items: int = Field(256, ge=1)
+    interactive_max_chars: int = Field(100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _limits_are_ordered(self) -> Settings:
+        if not self.soft_time_limit < self.time_limit < self.visibility_timeout:
+            raise ValueError(
+                "time limits must satisfy soft_time_limit < time_limit < visibility_timeout, got "
+                f"{self.soft_time_limit} / {self.time_limit} / {self.visibility_timeout}: a visibility "
+                "timeout shorter than the hard limit makes Redis re-deliver jobs that are still running"
+            )
+        if self.lease_seconds <= 2 * self.progress_interval:
+            raise ValueError("lease_seconds must be more than twice progress_interval")
+        return self
+
+    @property
+    def artifacts(self) -> Path:
+        return self.artifact_root or self.data_dir / "artifacts"
+
+    def require_urls(self) -> tuple[str, str]:
+        """Both server URLs, or a ``RuntimeError`` that says how to get them."""
+        if not self.broker_url or not self.database_url:
+            missing = [
+                name
+                for name, value in (("EMBEDQ_BROKER_URL", self.broker_url), ("EMBEDQ_DATABASE_URL", self.database_url))
+                if not value
+            ]
+            raise RuntimeError(
+                f"{' and '.join(missing)} not set and no env file found at {self.data_dir / 'env'}: "
+                "set them, point EMBEDQ_ENV_FILE at the env file `embedq up` writes, or run `embedq up`"
+            )
+        return self.broker_url, self.database_url
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse ``KEY=value`` lines; blank lines and ``#`` comments are skipped."""
+    values: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip()] = value.strip()
+    return values
+
+
+def get_settings(environ: Mapping[str, str] | None = None, *, env_file: bool = True) -> Settings:
+    """Build ``Settings`` from ``environ`` (default ``os.environ``) and, unless ``env_file=False``, the env file."""
+    env = dict(os.environ if environ is None else environ)
+    data_dir = Path(env.get(f"{ENV_PREFIX}DATA_DIR", ".embedq"))
+    path = Path(env.get(f"{ENV_PREFIX}ENV_FILE", data_dir / "env"))
+    if env_file and path.is_file():
+        for key, value in read_env_file(path).items():
+            env.setdefault(key, value)
+    fields = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in env.items()
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() in Settings.model_fields
+    }
+    return Settings.model_validate(fields)

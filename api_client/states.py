@@ -1,0 +1,32 @@
+"""Job states and job kinds.
+
+``queued → running → succeeded | failed | cancelled``; ``running`` may fall
+back to ``queued`` when a worker releases a job after a retriable error.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class JobKind(StrEnum):
+    ENCODE = "encode"
+
+
+NOTIFY_CHANNEL = "embedq_jobs"
+"""``NOTIFY`` channel: the payload is the id of a job that reached a terminal state."""

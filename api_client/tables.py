@@ -1,0 +1,110 @@
+"""Table definitions: the shape of the schema that the Alembic migrations create.
+
+``migrations/`` is the only source of schema; these definitions mirror it
+(a test compares them with a migrated database) and document it for readers
+of plain SQL. See docs/tables.md.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import VECTOR
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+metadata = sa.MetaData()
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("version", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("sha256", sa.Text, nullable=False),
+    sa.Column("artifact_path", sa.Text, nullable=False),
+    sa.Column("dimension", sa.Integer),
+    sa.Column("max_seq_length", sa.Integer),
+    sa.Column("config", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("metrics", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("parent_id", sa.Integer, sa.ForeignKey("models.id")),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.UniqueConstraint("name", "sha256", name="models_name_sha256_key"),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("queue", sa.Text, nullable=False),
+    sa.Column("request", JSONB, nullable=False),
+    sa.Column("request_sha256", sa.Text, nullable=False),
+    sa.Column("progress_done", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("progress_total", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("result", JSONB),
+    sa.Column("error", JSONB),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("lease_expires_at", sa.DateTime(timezone=True)),
+    sa.Column("worker", sa.Text),
+    sa.Column("idempotency_key", sa.Text, unique=True),
+    sa.Column("sends", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint(f"status IN {JOB_STATUSES}", name="jobs_status_check"),
+    sa.Index("jobs_created_at_idx", sa.text("created_at DESC")),
+    sa.Index("jobs_open_idx", "status", "queue", postgresql_where=sa.text("status IN ('queued', 'running')")),
+)
+
+embeddings = sa.Table(
+    "embeddings",
+    metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("text_sha256", sa.LargeBinary, primary_key=True),
+    sa.Column("embedding", VECTOR(), nullable=False),
+)
+
+encode_outputs = sa.Table(
+    "encode_outputs",
+    metadata,
+    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("item", sa.Integer, primary_key=True),
+    sa.Column("model_id", sa.Integer, nullable=False),
+    sa.Column("text_sha256", sa.LargeBinary, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["model_id", "text_sha256"],
+        ["embeddings.model_id", "embeddings.text_sha256"],
+        name="encode_outputs_embedding_fkey",
+    ),
+)
+
+quantization_ranges = sa.Table(
+    "quantization_ranges",
+    metadata,
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("dimension", sa.Integer, primary_key=True),
+    sa.Column("normalized", sa.Boolean, primary_key=True),
+    sa.Column("minimums", ARRAY(sa.REAL), nullable=False),
+    sa.Column("maximums", ARRAY(sa.REAL), nullable=False),
+    sa.Column("calibration", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("hostname", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("hardware", sa.Text, nullable=False),
+    sa.Column("queues", ARRAY(sa.Text), nullable=False),
+    sa.Column("concurrency", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+)

