@@ -60,17 +60,67 @@ def _write_env(path: Path, values: dict[str, str]) -> None:
     tmp.replace(path)
 
 
-def _wait_ready(database_url: str, name: str, worker: subprocess.Popen[Any], stopping: threading.Event) -> None:
-    deadline = time.monotonic() + WORKER_READY_TIMEOUT
+def spawn_worker(
+    *,
+    env: dict[str, str],
+    name: str,
+    concurrency: int = 1,
+    loglevel: str = "info",
+    preload: str | None = None,
+    extra: list[str] | None = None,
+    **popen: Any,
+) -> subprocess.Popen[Any]:
+    """Start ``embedq worker`` in its own process group with ``env`` added to this environment."""
+    command = [
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "worker",
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        "--name",
+        name,
+        *(extra or []),
+    ]
+    if preload:
+        command += ["--preload", preload]
+    return subprocess.Popen(command, env={**os.environ, **env}, start_new_session=True, **popen)
+
+
+def wait_ready(
+    database_url: str,
+    name: str,
+    worker: subprocess.Popen[Any],
+    *,
+    stopping: threading.Event | None = None,
+    timeout: float = WORKER_READY_TIMEOUT,
+) -> bool:
+    """Wait until worker ``name`` (``%h`` expanded) heartbeats, i.e. consumes; False if ``stopping`` was set."""
+    name = name.replace("%h", socket.gethostname())
+    deadline = time.monotonic() + timeout
     with connect(database_url) as conn:
-        while not stopping.is_set():
+        while stopping is None or not stopping.is_set():
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited with status {worker.returncode} before it was ready")
             if any(row.name == name for row in workers_store.alive(conn=conn, within=60)):
-                return
+                return True
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the worker was not consuming after {WORKER_READY_TIMEOUT:.0f}s")
-            time.sleep(0.2)
+                raise RuntimeError(f"the worker was not consuming after {timeout:.0f}s")
+            time.sleep(0.1)
+    return False
+
+
+def stop_worker(worker: subprocess.Popen[Any], timeout: float = 60.0) -> None:
+    """SIGTERM (warm shutdown: the running job finishes), then SIGKILL to the group after ``timeout``."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
 
 
 def _snippet(env_path: Path) -> str:
@@ -82,16 +132,6 @@ def _snippet(env_path: Path) -> str:
         f"or: echo hello | embedq encode > vectors.npy\n"
         f"Ctrl-C stops the worker and the servers."
     )
-
-
-def _stop_worker(worker: subprocess.Popen[Any], timeout: float = 60.0) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
 
 
 def _quiet_libraries() -> None:
@@ -130,25 +170,15 @@ def up(*, data_dir: Path, concurrency: int, loglevel: str, preload: str | None) 
         migrations.upgrade(database_url)
         env = {"EMBEDQ_BROKER_URL": broker_url, "EMBEDQ_DATABASE_URL": database_url}
         name = f"embedq-up-{os.getpid()}@%h"
-        command = [
-            sys.executable,
-            "-m",
-            "worker.cli",
-            "worker",
-            "--concurrency",
-            str(concurrency),
-            "--loglevel",
-            loglevel,
-            "--name",
-            name,
-        ]
-        if preload:
-            command += ["--preload", preload]
-        worker = subprocess.Popen(
-            command, env={**os.environ, **env, "EMBEDQ_DATA_DIR": str(data_dir)}, start_new_session=True
+        worker = spawn_worker(
+            env={**env, "EMBEDQ_DATA_DIR": str(data_dir)},
+            name=name,
+            concurrency=concurrency,
+            loglevel=loglevel,
+            preload=preload,
         )
-        stack.callback(_stop_worker, worker)
-        _wait_ready(database_url, name.replace("%h", socket.gethostname()), worker, stopping)
+        stack.callback(stop_worker, worker)
+        wait_ready(database_url, name, worker, stopping=stopping)
         if not stopping.is_set():
             _write_env(env_path, env)
             print(_snippet(env_path), flush=True)
