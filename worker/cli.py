@@ -10,13 +10,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from api_client.errors import EmbedQError, JobCancelled
+from api_client.errors import BadRequest, EmbedQError, IdempotencyConflict, JobCancelled, JobNotFound, UnknownModel
 from api_client.routing import LANES, queue_name
 from api_client.schemas import DEFAULT_MODEL, PRECISIONS
 from api_client.settings import get_settings
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+INPUT_ERRORS = (BadRequest, UnknownModel, JobNotFound, IdempotencyConflict)
+"""Errors caused by what the caller asked for: exit status 2, like a usage error."""
 
 DESCRIPTION = """\
 embedq: a job service for sentence-transformers workloads.
@@ -276,7 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-sweeper", action="store_true", help="do not run the sweeper in this worker")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("migrate", help="create or upgrade the database schema")
+    p = sub.add_parser(
+        "migrate",
+        help="create or upgrade the database schema",
+        description="Run the Alembic migrations against EMBEDQ_DATABASE_URL (or --database-url). "
+        "The server needs the pgvector extension.",
+    )
     p.add_argument("--revision", default="head", help="revision to upgrade to (default head)")
     p.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION instead (base: drop everything)")
     p.add_argument("--database-url", help="database to migrate (default EMBEDQ_DATABASE_URL)")
@@ -284,24 +291,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     _encode_parser(sub)
 
-    p = sub.add_parser("jobs", help="list recent jobs")
+    p = sub.add_parser(
+        "jobs",
+        help="list recent jobs",
+        description="List the newest jobs: id, kind, status, progress, queue, created, error type.",
+    )
     p.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_jobs)
 
-    p = sub.add_parser("job", help="show one job as JSON")
+    p = sub.add_parser(
+        "job",
+        help="show one job as JSON",
+        description="Print one job's row as JSON: status, progress, attempts, result summary, error.",
+    )
     p.add_argument("id")
     p.set_defaults(func=cmd_job)
 
-    p = sub.add_parser("cancel", help="cancel a queued or running job")
+    p = sub.add_parser(
+        "cancel",
+        help="cancel a queued or running job",
+        description="Cancel a job by id. A running job stops between batches; a finished one is left as it is.",
+    )
     p.add_argument("id")
     p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("sweep", help="re-send lost jobs and fail exhausted ones, once")
+    p = sub.add_parser(
+        "sweep",
+        help="re-send lost jobs and fail exhausted ones, once",
+        description="Run one sweeper pass now (workers run it every EMBEDQ_SWEEP_INTERVAL seconds): "
+        "re-send queued jobs whose message was lost and running jobs whose lease "
+        "expired, and fail jobs out of attempts. Prints a JSON report.",
+    )
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("models", help="list or register models")
+    p = sub.add_parser(
+        "models",
+        help="list or register models",
+        description="List the model names jobs may use, or register (add) a local "
+        "sentence-transformers folder under a name; its version is the sha256 of its "
+        "files.",
+    )
     models_sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     models_sub.add_parser("list", help="list model names jobs may use")
     add = models_sub.add_parser("add", help="register a local sentence-transformers folder under a name")
@@ -320,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     except EmbedQError as exc:
         print(f"embedq: {type(exc).__name__}: {exc.message}", file=sys.stderr)
-        return EXIT_USAGE if not exc.retriable and exc.detail.get("field") else EXIT_FAILED
+        return EXIT_USAGE if isinstance(exc, INPUT_ERRORS) else EXIT_FAILED
     except (RuntimeError, TimeoutError) as exc:
         print(f"embedq: {exc}", file=sys.stderr)
         return EXIT_FAILED

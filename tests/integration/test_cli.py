@@ -1,0 +1,80 @@
+"""The embedq command line against the session's servers and worker."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests import helpers
+
+
+def embedq(args: list[str], env: dict[str, str], stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=180,
+        env={**helpers.env_without_embedq(), **env},
+    )
+
+
+def test_encode_reads_lines_and_writes_npy(eq, worker_env, st_model) -> None:
+    texts = helpers.unique_texts(20)
+    out = embedq(
+        ["encode", "--model", "all-MiniLM-L6-v2", "--normalize"], worker_env, "\n".join(texts).encode() + b"\n"
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    vectors = np.load(io.BytesIO(out.stdout))
+    assert vectors.shape == (20, 384)
+    assert np.abs(vectors - st_model.encode(texts, normalize_embeddings=True)).max() < 1e-5
+    job_id = out.stderr.decode().split("job ", 1)[1].split()[0]
+
+    listed = embedq(["jobs", "--json", "--limit", "5"], worker_env)
+    assert job_id in [job["id"] for job in json.loads(listed.stdout)]
+    table = embedq(["jobs", "--status", "succeeded"], worker_env).stdout.decode()
+    assert job_id in table and "20/20" in table
+    shown = json.loads(embedq(["job", job_id], worker_env).stdout)
+    assert shown["status"] == "succeeded" and shown["progress"] == {"done": 20, "total": 20}
+
+
+def test_encode_shows_a_progress_bar_when_asked(eq, worker_env) -> None:
+    out = embedq(
+        ["encode", "--progress", "--batch-size", "8"], worker_env, "\n".join(helpers.unique_texts(600)).encode()
+    )
+    assert out.returncode == 0
+    assert "600/600 100%" in out.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["encode"], b"fine\n\nafter a blank line\n", "texts[1]: the text is empty"),
+        (["encode", "--model", "nope"], b"x\n", "UnknownModel: model: unknown model 'nope'"),
+        (["encode", "--precision", "int4"], b"x\n", "invalid choice: 'int4'"),
+        (["job", "not-a-uuid"], b"", "JobNotFound: no job 'not-a-uuid'"),
+    ],
+)
+def test_bad_input_exits_with_a_clear_message(eq, worker_env, args, stdin, message) -> None:
+    out = embedq(args, worker_env, stdin)
+    assert out.returncode == 2
+    assert message in out.stderr.decode()
+    assert out.stdout == b""
+
+
+def test_cancel_command(eq, worker_env) -> None:
+    job = eq.encode(helpers.unique_texts(2000), batch_size=8)
+    out = embedq(["cancel", job.id], worker_env)
+    assert out.returncode == 0
+    assert f"job {job.id} is cancelled" in out.stdout.decode()
+
+
+def test_missing_configuration_says_what_to_do(tmp_path) -> None:
+    out = embedq(["jobs"], {"EMBEDQ_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 1
+    assert "EMBEDQ_BROKER_URL and EMBEDQ_DATABASE_URL not set" in out.stderr.decode()
+    assert "embedq up" in out.stderr.decode()

@@ -1,0 +1,65 @@
+"""The sweeper re-sends lost jobs and fails jobs out of attempts (run by the session worker)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from api_client import EmbedQ, JobStatus
+from api_client.errors import AttemptsExhausted
+from api_client.states import JobKind
+from api_client.store import jobs as jobs_store
+from tests import helpers
+from worker.cli import main
+
+
+def insert_job(db, texts: list[str]) -> str:
+    """A queued job whose message was never sent, as after a client crash between commit and send."""
+    info, _ = jobs_store.create_job(
+        conn=db,
+        kind=JobKind.ENCODE,
+        queue="embedq.cpu.interactive",
+        request={"texts": texts},
+        total=len(texts),
+        max_attempts=3,
+    )
+    return info.id
+
+
+def test_a_job_whose_message_was_lost_still_runs(eq: EmbedQ, db) -> None:
+    job_id = insert_job(db, helpers.unique_texts(3))
+    assert eq.job(job_id).result(timeout=60).shape == (3, 384)
+    assert helpers.job_row(db, job_id)["sends"] >= 2
+
+
+def test_a_job_whose_worker_vanished_is_taken_over(eq: EmbedQ, db) -> None:
+    job_id = insert_job(db, helpers.unique_texts(3))
+    db.execute(
+        "UPDATE jobs SET status = 'running', attempts = 1, worker = 'gone/1', "
+        "lease_expires_at = now() - interval '1 second' WHERE id = %s",
+        (job_id,),
+    )
+    info = eq.job(job_id).wait(timeout=60)
+    assert info.status == JobStatus.SUCCEEDED
+    assert info.attempts == 2 and info.worker != "gone/1"
+
+
+def test_a_job_out_of_attempts_fails_with_its_last_error(eq: EmbedQ, db) -> None:
+    job_id = insert_job(db, ["x"])
+    db.execute(
+        "UPDATE jobs SET status = 'running', attempts = 3, lease_expires_at = now() - interval '1 second', "
+        'error = \'{"type": "OutOfMemory", "message": "CUDA out of memory", "retriable": true}\' '
+        "WHERE id = %s",
+        (job_id,),
+    )
+    with pytest.raises(AttemptsExhausted, match="last error: OutOfMemory: CUDA out of memory"):
+        eq.job(job_id).result(timeout=30)
+
+
+def test_sweep_command_reports_what_it_did(eq, db, worker_env, monkeypatch, capsys) -> None:
+    for key, value in worker_env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["sweep"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"locked", "resent", "failed", "skipped_backlog"}

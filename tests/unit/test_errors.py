@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+
+from api_client import errors
+
+
+@pytest.mark.parametrize("cls", sorted(errors.ERROR_TYPES.values(), key=lambda c: c.__name__))
+def test_every_error_round_trips_through_its_record(cls: type[errors.EmbedQError]) -> None:
+    original = cls("something broke", detail={"index": 3})
+    record = original.to_record()
+    assert record == {
+        "type": cls.__name__,
+        "message": "something broke",
+        "retriable": cls.retriable,
+        "detail": {"index": 3},
+    }
+    rebuilt = errors.from_record(record)
+    assert type(rebuilt) is cls
+    assert rebuilt.message == "something broke"
+    assert rebuilt.detail == {"index": 3}
+
+
+def test_tree_splits_permanent_and_retriable() -> None:
+    assert not errors.BadRequest.retriable
+    assert issubclass(errors.LimitExceeded, errors.BadRequest)
+    for cls in (errors.BrokerUnavailable, errors.DatabaseUnavailable, errors.OutOfMemory, errors.WorkerLost):
+        assert cls.retriable and issubclass(cls, errors.RetriableError)
+    for cls in (errors.UnknownModel, errors.JobCancelled, errors.InternalError, errors.AttemptsExhausted):
+        assert not cls.retriable and issubclass(cls, errors.PermanentError)
+
+
+def test_unknown_type_from_a_newer_release_keeps_its_message_and_flag() -> None:
+    rebuilt = errors.from_record({"type": "QuotaExceeded", "message": "too many", "retriable": True})
+    assert isinstance(rebuilt, errors.RetriableError)
+    assert rebuilt.message == "too many"
+    assert rebuilt.detail["type"] == "QuotaExceeded"
+
+
+def test_job_timeout_is_a_timeout_error() -> None:
+    assert issubclass(errors.JobTimeout, TimeoutError)

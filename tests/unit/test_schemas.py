@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import pytest
+
+from api_client.errors import BadRequest, LimitExceeded
+from api_client.schemas import Limits, parse_encode_request
+
+LIMITS = Limits(max_texts_per_job=5, max_chars_per_text=20, max_batch_size=64)
+
+
+def parse(**request: object):
+    return parse_encode_request({"texts": ["a text"], **request}, LIMITS)
+
+
+def test_defaults_match_sentence_transformers() -> None:
+    request = parse()
+    assert request.texts == ["a text"]
+    assert request.options() == {
+        "model": "all-MiniLM-L6-v2",
+        "normalize": False,
+        "batch_size": 32,
+        "precision": "float32",
+        "truncate_dim": None,
+        "prompt_name": None,
+        "prompt": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("texts", "message", "index"),
+    [
+        ("just one string", "expected a list of strings, got str", None),
+        (None, "expected a list of strings, got NoneType", None),
+        ([], "the list is empty", None),
+        (["ok", 7], "texts[1]: expected a string, got int", 1),
+        (["ok", "ok", ""], "texts[2]: the text is empty", 2),
+        (["ok", "   \n"], "texts[1]: the text is empty or only whitespace", 1),
+        (["a\x00b"], "texts[0]: the text contains a NUL character", 0),
+    ],
+)
+def test_bad_texts_name_the_offending_index(texts: object, message: str, index: int | None) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_encode_request({"texts": texts}, LIMITS)
+    assert message in caught.value.message
+    assert caught.value.detail.get("index") == index
+    assert caught.value.detail["field"] == "texts"
+
+
+def test_too_many_texts_names_the_limit() -> None:
+    with pytest.raises(LimitExceeded) as caught:
+        parse_encode_request({"texts": ["x"] * 6}, LIMITS)
+    assert "6 texts is over the limit of 5 per job (max_texts_per_job)" in caught.value.message
+    assert caught.value.detail == {"field": "texts", "limit": "max_texts_per_job", "max": 5, "actual": 6}
+
+
+def test_too_long_text_names_the_limit_and_index() -> None:
+    with pytest.raises(LimitExceeded) as caught:
+        parse_encode_request({"texts": ["short", "x" * 21]}, LIMITS)
+    assert caught.value.message.startswith("texts[1]: 21 characters is over the limit of 20")
+    assert caught.value.detail["index"] == 1
+    assert caught.value.detail["limit"] == "max_chars_per_text"
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"precision": "int4"}, "precision"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": "32"}, "batch_size"),
+        ({"batch_size": True}, "batch_size"),
+        ({"normalize": "yes"}, "normalize"),
+        ({"truncate_dim": 0}, "truncate_dim"),
+        ({"model": ""}, "model"),
+        ({"model": 5}, "model"),
+        ({"normalise": True}, "normalise"),
+    ],
+)
+def test_bad_options_name_the_field(options: dict[str, object], field: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse(**options)
+    assert caught.value.message.startswith(f"{field}: ")
+    assert caught.value.detail["field"] == field
+
+
+def test_unknown_option_lists_the_allowed_ones() -> None:
+    with pytest.raises(BadRequest, match="unknown option .*normalize"):
+        parse(normalise=True)
+
+
+def test_batch_size_limit() -> None:
+    with pytest.raises(LimitExceeded, match="batch_size: 65 is over the limit of 64"):
+        parse(batch_size=65)
+
+
+def test_prompt_and_prompt_name_together_are_refused() -> None:
+    with pytest.raises(BadRequest, match="give one or the other"):
+        parse(prompt="query: ", prompt_name="query")
+
+
+def test_request_must_be_an_object_with_texts() -> None:
+    with pytest.raises(BadRequest, match="expected a JSON object"):
+        parse_encode_request(["a"], LIMITS)
+    with pytest.raises(BadRequest, match="texts: missing"):
+        parse_encode_request({"model": "x"}, LIMITS)
