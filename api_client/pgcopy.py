@@ -1,13 +1,12 @@
 """PostgreSQL binary COPY for fixed-width rows, built and parsed with numpy.
 
-Rows of embeddings and job outputs have the same width every time, so a whole
+Rows of embeddings have the same width every time, so a whole
 COPY body is one numpy structured array: no per-row Python. pgvector's binary
 form of ``vector`` is ``int16 dim, int16 unused, float32[dim]``, big-endian.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,20 +48,6 @@ def embedding_rows(model_id: int, hashes: Sequence[bytes], vectors: np.ndarray) 
             ("model_id", np.dtype(">i4"), model_id),
             ("sha", np.dtype("S32"), np.array(hashes, dtype="S32")),
             ("embedding", _vector_dtype(dim), vectors),
-        ],
-        n,
-    )
-
-
-def output_rows(job_id: str, model_id: int, hashes: Sequence[bytes]) -> bytes:
-    """COPY body for ``(job_id uuid, item int4, model_id int4, text_sha256 bytea)``, items 0..n-1."""
-    n = len(hashes)
-    return _body(
-        [
-            ("job_id", np.dtype("S16"), uuid.UUID(job_id).bytes),
-            ("item", np.dtype(">i4"), np.arange(n, dtype=np.int32)),
-            ("model_id", np.dtype(">i4"), model_id),
-            ("sha", np.dtype("S32"), np.array(hashes, dtype="S32")),
         ],
         n,
     )

@@ -1,10 +1,12 @@
 """The encode core: texts in, raw model outputs out, batch by batch.
 
 Texts are sorted longest first and cut into batches exactly as
-``SentenceTransformer.encode`` does, so a job over the same texts with the
-same batch size runs the same forward passes as a direct call and returns the
-same floats. Post-processing (truncate, normalize, quantize) happens later,
-on read (``api_client.postprocess``).
+``SentenceTransformer.encode`` does, and each batch takes the same two steps
+that ``encode`` takes (``model.preprocess``, then the forward pass), so a job
+over the same texts with the same batch size returns the same floats as a
+direct call. ``encode``'s per-call set-up (moving the model to its device,
+``eval()``) is done once at load instead. Post-processing (truncate,
+normalize, quantize) happens later, on read (``api_client.postprocess``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from sentence_transformers.util import batch_to_device
 
 
 def batches(texts: Sequence[str], batch_size: int) -> Iterator[np.ndarray]:
@@ -22,20 +26,20 @@ def batches(texts: Sequence[str], batch_size: int) -> Iterator[np.ndarray]:
         yield order[start : start + batch_size]
 
 
+def forward(model: Any, texts: list[str], prompt: str | None) -> np.ndarray:
+    """One batch: tokenize (with the prompt), run the model, return float32 sentence embeddings."""
+    with torch.inference_mode():
+        features = batch_to_device(model.preprocess(texts, prompt=prompt), model.device)
+        embeddings = model(features)["sentence_embedding"]
+        return embeddings.float().cpu().numpy()
+
+
 def iter_encode(
     model: Any, texts: Sequence[str], *, batch_size: int, prompt: str | None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(indices, raw float32 vectors)`` per batch; the caller may stop between batches."""
     for indices in batches(texts, batch_size):
-        vectors = model.encode(
-            [texts[i] for i in indices],
-            batch_size=len(indices),
-            prompt=prompt,
-            convert_to_numpy=True,
-            normalize_embeddings=False,
-            show_progress_bar=False,
-        )
-        yield indices, np.asarray(vectors, dtype=np.float32)
+        yield indices, forward(model, [texts[i] for i in indices], prompt)
 
 
 def encode(model: Any, texts: Sequence[str], *, batch_size: int, prompt: str | None = None) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,10 @@ def resolve_path(name: str, registered_path: str | None) -> Path:
     return path
 
 
+HASH_TTL = 10.0
+"""Seconds a model folder's hash is trusted before the folder is hashed again."""
+
+
 class ModelRegistry:
     """Loaded models of this process, keyed by (sha256, backend, device), least recently used evicted."""
 
@@ -100,10 +105,20 @@ class ModelRegistry:
         self.max_models = max_models
         self._models: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
+        self._hashes: dict[Path, tuple[float, str]] = {}
 
     def load(self, name: str, path: Path) -> LoadedModel:
-        """The model in ``path``, loaded once per content hash."""
-        sha256 = folder_sha256(path)
+        """The model in ``path``, loaded once per content hash.
+
+        The folder is hashed again at most every ``HASH_TTL`` seconds: a model
+        changed in place is picked up then, and every vector is always labelled
+        with the hash of the weights that computed it.
+        """
+        hashed = self._hashes.get(path)
+        if hashed is None or time.monotonic() - hashed[0] > HASH_TTL:
+            hashed = (time.monotonic(), folder_sha256(path))
+            self._hashes[path] = hashed
+        sha256 = hashed[1]
         key = (sha256, self.backend, self.device)
         with self._lock:
             loaded = self._models.get(key)
@@ -128,6 +143,7 @@ class ModelRegistry:
             ) from exc
         if self.device.startswith("cuda"):
             model.half()
+        model.eval()
         dimension = model.get_embedding_dimension()
         return LoadedModel(
             name=name,

@@ -1,8 +1,9 @@
 """Running one claimed encode job: cache lookup, encoding of the misses, outputs.
 
 Vectors go to the content-keyed cache every ``flush_every`` texts, so a job
-that is retried after a crash resumes where it stopped. The outputs and the
-final state are written in one transaction, fenced by the claim.
+that is retried after a crash resumes where it stopped. The last vectors,
+the outputs and the final state are written in one transaction, fenced by
+the claim.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import psycopg
 
 from api_client.schemas import Limits, parse_encode_request
 from api_client.store import embeddings as embeddings_store
@@ -26,37 +28,63 @@ from worker.lease import JobStopped, Lease
 from worker.runtime import Runtime
 
 
+class Pending:
+    """Vectors encoded but not yet in the cache."""
+
+    def __init__(self, model_id: int) -> None:
+        self.model_id = model_id
+        self.keys: list[bytes] = []
+        self.vectors: list[np.ndarray] = []
+
+    def add(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        self.keys.extend(keys)
+        self.vectors.append(vectors)
+
+    def write(self, conn: psycopg.Connection, *, skip_existing: bool) -> None:
+        """Copy them into the cache (inside the caller's transaction)."""
+        if self.keys:
+            embeddings_store.write_embeddings(
+                conn=conn,
+                model_id=self.model_id,
+                keys=self.keys,
+                vectors=np.concatenate(self.vectors),
+                skip_existing=skip_existing,
+            )
+
+    def clear(self) -> None:
+        self.keys.clear()
+        self.vectors.clear()
+
+
+def commit(conn: psycopg.Connection, body: Callable[[bool], None]) -> None:
+    """Run ``body(skip_existing)`` in a transaction; once more with ``True`` if another worker cached a key first."""
+    try:
+        with conn.transaction():
+            body(False)
+    except psycopg.errors.UniqueViolation:
+        with conn.transaction():
+            body(True)
+
+
 def _encode_missing(
     rt: Runtime,
     *,
     model: LoadedModel,
-    model_id: int,
+    pending: Pending,
     texts: dict[bytes, str],
     batch_size: int,
     prompt: str | None,
     on_batch: Callable[[list[bytes]], None],
 ) -> None:
-    """Encode the texts (by key) and add them to the cache; ``on_batch`` runs after each batch."""
+    """Encode the texts (by key) into ``pending``, flushing it to the cache every ``flush_every`` vectors."""
     keys = list(texts)
-    pending_keys: list[bytes] = []
-    pending: list[np.ndarray] = []
-
-    def flush() -> None:
-        if pending_keys:
-            embeddings_store.write_embeddings(
-                conn=rt.conn, model_id=model_id, keys=pending_keys, vectors=np.concatenate(pending)
-            )
-            pending_keys.clear()
-            pending.clear()
-
     for indices, vectors in iter_encode(model.model, list(texts.values()), batch_size=batch_size, prompt=prompt):
         batch_keys = [keys[i] for i in indices]
-        pending_keys.extend(batch_keys)
-        pending.append(vectors)
-        if len(pending_keys) >= rt.settings.flush_every:
-            flush()
+        pending.add(batch_keys, vectors)
+        if len(pending.keys) >= rt.settings.flush_every:
+            commit(rt.conn, lambda skip: pending.write(rt.conn, skip_existing=skip))
+            pending.clear()
         on_batch(batch_keys)
-    flush()
 
 
 def _ensure_ranges(
@@ -68,15 +96,17 @@ def _ensure_ranges(
         return
     texts = {text_sha256(text): text for text in calibration.texts()}
     cached = embeddings_store.cached_keys(conn=rt.conn, model_id=model_id, keys=list(texts))
+    pending = Pending(model_id)
     _encode_missing(
         rt,
         model=model,
-        model_id=model_id,
+        pending=pending,
         texts={k: v for k, v in texts.items() if k not in cached},
         batch_size=32,
         prompt=None,
         on_batch=lambda _keys: lease.beat(lease.done),
     )
+    commit(rt.conn, lambda skip: pending.write(rt.conn, skip_existing=skip))
     raw = embeddings_store.read_vectors(conn=rt.conn, model_id=model_id, keys=list(texts))
     models_store.put_ranges(
         conn=rt.conn,
@@ -109,10 +139,11 @@ def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
         lease_seconds=rt.settings.lease_seconds,
         interval=rt.settings.progress_interval,
     )
+    pending = Pending(model_id)
     _encode_missing(
         rt,
         model=model,
-        model_id=model_id,
+        pending=pending,
         texts=missing,
         batch_size=request.batch_size,
         prompt=prompt,
@@ -134,9 +165,12 @@ def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
         "precision": request.precision,
         "prompt": prompt,
     }
-    with rt.conn.transaction():
+
+    def finish(skip_existing: bool) -> None:
+        pending.write(rt.conn, skip_existing=skip_existing)
         embeddings_store.write_outputs(conn=rt.conn, job_id=claim.job_id, model_id=model_id, keys=keys)
         if not jobs_store.finish_job(conn=rt.conn, claim=claim, result=summary, total=total):
-            status = jobs_store.get_job(conn=rt.conn, job_id=claim.job_id).status
-            raise JobStopped(claim.job_id, status)
+            raise JobStopped(claim.job_id, jobs_store.get_job(conn=rt.conn, job_id=claim.job_id).status)
+
+    commit(rt.conn, finish)
     return summary

@@ -29,29 +29,36 @@ def cached_keys(*, conn: psycopg.Connection, model_id: int, keys: Sequence[bytes
     return {bytes(row[0]) for row in rows}
 
 
-def write_embeddings(*, conn: psycopg.Connection, model_id: int, keys: Sequence[bytes], vectors: np.ndarray) -> None:
-    """Add vectors to the cache; keys already there are left as they are."""
+def write_embeddings(
+    *, conn: psycopg.Connection, model_id: int, keys: Sequence[bytes], vectors: np.ndarray, skip_existing: bool = False
+) -> None:
+    """Add vectors to the cache with one binary COPY.
+
+    By default the keys must be new (the caller checked ``cached_keys``): a key
+    that another worker stored meanwhile raises ``UniqueViolation``, and the
+    caller repeats its transaction with ``skip_existing=True``, which copies
+    into a staging table and inserts with ``ON CONFLICT DO NOTHING``.
+    """
     if not len(keys):
         return
-    with conn.transaction():
-        conn.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "
-            "(model_id int NOT NULL, text_sha256 bytea NOT NULL, embedding vector NOT NULL) ON COMMIT DELETE ROWS"
-        )
-        with conn.cursor().copy(f"COPY {_STAGE} FROM STDIN (FORMAT BINARY)") as copy:
-            copy.write(pgcopy.embedding_rows(model_id, keys, vectors))
-        conn.execute(
-            f"INSERT INTO embeddings (model_id, text_sha256, embedding) SELECT model_id, text_sha256, embedding "
-            f"FROM {_STAGE} ON CONFLICT DO NOTHING"
-        )
+    body = pgcopy.embedding_rows(model_id, keys, vectors)
+    table = "embeddings"
+    if skip_existing:
+        table = _STAGE
+        conn.execute(f"CREATE TEMP TABLE {_STAGE} (LIKE embeddings) ON COMMIT DROP")
+    with conn.cursor().copy(f"COPY {table} (model_id, text_sha256, embedding) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(body)
+    if skip_existing:
+        conn.execute(f"INSERT INTO embeddings SELECT * FROM {_STAGE} ON CONFLICT DO NOTHING")
 
 
 def write_outputs(*, conn: psycopg.Connection, job_id: str, model_id: int, keys: Sequence[bytes]) -> None:
-    """Record the job's items, in input order, by their cache key."""
-    with conn.cursor().copy(
-        "COPY encode_outputs (job_id, item, model_id, text_sha256) FROM STDIN (FORMAT BINARY)"
-    ) as copy:
-        copy.write(pgcopy.output_rows(job_id, model_id, keys))
+    """Record the job's items, in input order (item 0, 1, ...), by their cache key: one statement."""
+    conn.execute(
+        "INSERT INTO encode_outputs (job_id, item, model_id, text_sha256) "
+        "SELECT %s, k.n - 1, %s, k.text_sha256 FROM unnest(%s::bytea[]) WITH ORDINALITY AS k(text_sha256, n)",
+        (job_id, model_id, list(keys)),
+    )
 
 
 def _copy_out(conn: psycopg.Connection, query: str, params: tuple[object, ...]) -> np.ndarray:

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
 
@@ -20,16 +18,6 @@ def test_embedding_rows_have_the_binary_copy_layout() -> None:
     assert row[50:54] == (2).to_bytes(2, "big") + b"\x00\x00"
     assert np.frombuffer(row[54:], dtype=">f4").tolist() == [1.0, -2.5]
     assert body.endswith(b"\xff\xff")
-
-
-def test_output_rows_number_items_in_order() -> None:
-    job_id = str(uuid.uuid4())
-    body = pgcopy.output_rows(job_id, 3, [b"a" * 32, b"b" * 32])
-    width = 2 + 4 + 16 + 4 + 4 + 4 + 4 + 4 + 32
-    assert len(body) == 19 + 2 * width + 2
-    second = body[19 + width : 19 + 2 * width]
-    assert second[6:22] == uuid.UUID(job_id).bytes
-    assert second[26:30] == (1).to_bytes(4, "big")
 
 
 def test_parse_vectors_reads_a_one_column_copy_stream() -> None:
