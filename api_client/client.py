@@ -53,6 +53,7 @@ class EmbedQ:
         )
         self._producer = producer_app(settings)
         self._notifier = Notifier(database_url)
+        self._notifier.start()
         self._gpu_checked = (0.0, False)
         self._gpu_lock = threading.Lock()
 

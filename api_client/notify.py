@@ -32,14 +32,23 @@ class Notifier:
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def register(self, job_id: str, timeout: float = 10.0) -> threading.Event:
-        """An event set when ``job_id`` may have changed; register before reading the job's status."""
-        event = threading.Event()
+    def start(self) -> None:
+        """Start listening in the background (``register`` does it too, if needed)."""
         with self._lock:
-            self._waiters[job_id].add(event)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="embedq-notifier", daemon=True)
                 self._thread.start()
+
+    def register(self, job_id: str, timeout: float = 10.0) -> threading.Event:
+        """An event set when ``job_id`` may have changed; register before reading the job's status.
+
+        Waits up to ``timeout`` seconds for the listener to be connected; a
+        caller that goes on without it still re-reads its job every few seconds.
+        """
+        event = threading.Event()
+        with self._lock:
+            self._waiters[job_id].add(event)
+        self.start()
         self._listening.wait(timeout)
         return event
 

@@ -72,17 +72,27 @@ class Settings(BaseModel):
 
     def require_urls(self) -> tuple[str, str]:
         """Both server URLs, or a ``RuntimeError`` that says how to get them."""
+        missing = [
+            name
+            for name, value in (("EMBEDQ_BROKER_URL", self.broker_url), ("EMBEDQ_DATABASE_URL", self.database_url))
+            if not value
+        ]
         if not self.broker_url or not self.database_url:
-            missing = [
-                name
-                for name, value in (("EMBEDQ_BROKER_URL", self.broker_url), ("EMBEDQ_DATABASE_URL", self.database_url))
-                if not value
-            ]
-            raise RuntimeError(
-                f"{' and '.join(missing)} not set and no env file found at {self.data_dir / 'env'}: "
-                "set them, point EMBEDQ_ENV_FILE at the env file `embedq up` writes, or run `embedq up`"
-            )
+            raise self._not_configured(missing)
         return self.broker_url, self.database_url
+
+    def require_database(self) -> str:
+        """The database URL, or a ``RuntimeError`` that says how to get it."""
+        if not self.database_url:
+            raise self._not_configured(["EMBEDQ_DATABASE_URL"])
+        return self.database_url
+
+    def _not_configured(self, missing: list[str]) -> RuntimeError:
+        return RuntimeError(
+            f"{' and '.join(missing)} not set and no env file found at {self.data_dir / 'env'}: set "
+            f"{'them' if len(missing) > 1 else 'it'}, point EMBEDQ_ENV_FILE at the env file `embedq up` writes, "
+            "or run `embedq up`"
+        )
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -84,7 +84,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     import migrations
 
-    url = args.database_url or get_settings().require_urls()[1]
+    url = args.database_url or get_settings().require_database()
     if args.downgrade:
         migrations.downgrade(url, args.downgrade)
     else:
@@ -169,7 +169,7 @@ def cmd_sweep(_args: argparse.Namespace) -> int:
     from worker.sweeper import sweep
 
     settings = get_settings()
-    with connect(settings.require_urls()[1]) as conn:
+    with connect(settings.require_database()) as conn:
         report = sweep(conn=conn, app=app, settings=settings)
     print(
         json.dumps(
@@ -188,7 +188,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from api_client.db import connect
     from api_client.store import models as models_store
 
-    _, database_url = get_settings().require_urls()
+    database_url = get_settings().require_database()
     if args.action == "add":
         from tasks.models import ModelRegistry
 

@@ -57,7 +57,7 @@ class Heartbeat(bootsteps.StartStopStep):
         self.stop(parent)
         settings = get_settings()
         try:
-            with connect(settings.require_urls()[1]) as conn:
+            with connect(settings.require_database()) as conn:
                 workers_store.remove(conn=conn, name=self._name)
         except Exception as exc:
             log.warning("could not remove worker row %s: %s", self._name, exc)
@@ -71,7 +71,7 @@ class Heartbeat(bootsteps.StartStopStep):
         while True:
             try:
                 if conn is None or conn.closed or conn.broken:
-                    conn = connect(settings.require_urls()[1], application_name=f"embedq-heartbeat {self._name}")
+                    conn = connect(settings.require_database(), application_name=f"embedq-heartbeat {self._name}")
                 workers_store.beat(
                     conn=conn,
                     name=self._name,

@@ -33,7 +33,10 @@ class Runtime:
         self.registry = ModelRegistry(device=self._device())
         self.lock = threading.RLock()
         self._conn: psycopg.Connection | None = None
-        self._threads_set = False
+        cores = len(os.sched_getaffinity(0))
+        self.threads = int(os.environ.get("EMBEDQ_TORCH_THREADS", "0")) or max(
+            1, cores // int(os.environ.get("EMBEDQ_CONCURRENCY", "1"))
+        )
         self._rows: dict[str, tuple[float, ModelRow]] = {}
 
     def _device(self) -> str:
@@ -47,8 +50,7 @@ class Runtime:
     def conn(self) -> psycopg.Connection:
         """The process's connection, reopened if it was closed or broken."""
         if self._conn is None or self._conn.closed or self._conn.broken:
-            _, database_url = self.settings.require_urls()
-            self._conn = connect(database_url, application_name=f"embedq-worker {self.name}")
+            self._conn = connect(self.settings.require_database(), application_name=f"embedq-worker {self.name}")
         return self._conn
 
     def reset_connection(self) -> None:
@@ -82,21 +84,30 @@ class Runtime:
         return loaded, row.id
 
     def _set_threads(self) -> None:
-        if self._threads_set or self.hardware == "gpu":
+        """Intra-op threads: ``EMBEDQ_TORCH_THREADS``, else this process's share of the usable cores.
+
+        Set from the calling thread each time (OpenMP keeps the setting per
+        thread; the call costs well under a microsecond).
+        """
+        if self.hardware == "gpu":
             return
         import torch
 
-        threads = int(os.environ.get("EMBEDQ_TORCH_THREADS", "0")) or max(
-            1, (os.cpu_count() or 1) // int(os.environ.get("EMBEDQ_CONCURRENCY", "1"))
-        )
-        torch.set_num_threads(threads)
-        self._threads_set = True
+        torch.set_num_threads(self.threads)
+
+
+_runtime_lock = threading.Lock()
 
 
 @cache
-def runtime() -> Runtime:
-    """This process's runtime, built on first call."""
+def _build_runtime() -> Runtime:
     return Runtime(get_settings())
+
+
+def runtime() -> Runtime:
+    """This process's runtime, built on first call (from any thread)."""
+    with _runtime_lock:
+        return _build_runtime()
 
 
 def preload(name: str) -> None:

