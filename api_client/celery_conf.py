@@ -54,7 +54,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A broker blip must not kill running jobs: Postgres fencing makes the
+        # redelivery of an unacknowledged message harmless.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_soft_time_limit": settings.soft_time_limit,
         "task_time_limit": settings.time_limit,
         "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],

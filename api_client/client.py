@@ -9,16 +9,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from psycopg_pool import ConnectionPool
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from api_client import catalog
 from api_client.celery_conf import TASK_NAMES, producer_app, thresholds
 from api_client.db import libpq_url
-from api_client.errors import BadRequest, JobCancelled, JobTimeout, UnknownModel, from_record
+from api_client.errors import (
+    BadRequest,
+    DatabaseUnavailable,
+    JobCancelled,
+    JobTimeout,
+    UnknownModel,
+    from_record,
+)
 from api_client.notify import Notifier
 from api_client.postprocess import quantize, truncate_and_normalize
 from api_client.routing import route
@@ -50,6 +59,8 @@ class EmbedQ:
             max_size=8,
             open=True,
             name="embedq-client",
+            check=ConnectionPool.check_connection,  # a pooled connection that died with the server is replaced
+            timeout=10.0,
         )
         self._producer = producer_app(settings)
         self._notifier = Notifier(database_url)
@@ -62,9 +73,19 @@ class EmbedQ:
         """A client from ``EMBEDQ_*`` variables, else ``EMBEDQ_ENV_FILE``, else ``.embedq/env``."""
         return cls(get_settings(environ))
 
+    @contextmanager
+    def _db(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection; database failures surface as ``DatabaseUnavailable``."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {exc}".strip()) from exc
+
     def close(self) -> None:
         self._notifier.close()
         self._pool.close()
+        self._producer.close()
 
     def __enter__(self) -> EmbedQ:
         return self
@@ -96,7 +117,7 @@ class EmbedQ:
         """
         raw = {
             "texts": list(texts) if isinstance(texts, list | tuple) else texts,
-            "model": catalog.canonical_name(model) if isinstance(model, str) else model,
+            "model": model,
             "normalize": normalize,
             "batch_size": batch_size,
             "precision": precision,
@@ -115,7 +136,7 @@ class EmbedQ:
             hardware=hardware,
             thresholds=thresholds(self.settings),
         )
-        with self._pool.connection() as conn:
+        with self._db() as conn:
             info, created = jobs_store.create_job(
                 conn=conn,
                 kind=JobKind.ENCODE,
@@ -131,18 +152,18 @@ class EmbedQ:
 
     def job(self, job_id: str) -> Job:
         """The job with this id (``JobNotFound`` if there is none)."""
-        with self._pool.connection() as conn:
+        with self._db() as conn:
             info = jobs_store.get_job(conn=conn, job_id=str(job_id))
         return Job(self, info.id)
 
     def jobs(self, *, status: JobStatus | str | None = None, limit: int = 20) -> list[JobInfo]:
         """The newest jobs, optionally only those in one status."""
-        with self._pool.connection() as conn:
+        with self._db() as conn:
             return jobs_store.list_jobs(conn=conn, status=JobStatus(status) if status else None, limit=limit)
 
     def models(self) -> list[str]:
         """Model names a job may ask for: the bundled ones and every registered one."""
-        with self._pool.connection() as conn:
+        with self._db() as conn:
             return sorted(set(catalog.BUNDLED) | set(models_store.model_names(conn=conn)))
 
     def _send(self, job_id: str, kind: JobKind, queue: str) -> None:
@@ -154,7 +175,7 @@ class EmbedQ:
     def _check_model(self, request: EncodeRequest) -> None:
         if request.model in catalog.BUNDLED and request.truncate_dim is None and request.prompt_name is None:
             return
-        with self._pool.connection() as conn:
+        with self._db() as conn:
             row = models_store.find_model(conn=conn, name=request.model)
         if row is None and request.model not in catalog.BUNDLED:
             known = ", ".join(self.models())
@@ -183,23 +204,23 @@ class EmbedQ:
             checked_at, alive = self._gpu_checked
             if time.monotonic() - checked_at < 10.0:
                 return alive
-            with self._pool.connection() as conn:
+            with self._db() as conn:
                 alive = workers_store.gpu_alive(conn=conn, within=self.settings.worker_alive)
             self._gpu_checked = (time.monotonic(), alive)
             return alive
 
     # Used by Job.
     def _info(self, job_id: str) -> JobInfo:
-        with self._pool.connection() as conn:
+        with self._db() as conn:
             return jobs_store.get_job(conn=conn, job_id=job_id)
 
     def _cancel(self, job_id: str) -> JobInfo:
-        with self._pool.connection() as conn:
+        with self._db() as conn:
             return jobs_store.cancel_job(conn=conn, job_id=job_id)
 
     def _wait(self, job_id: str, timeout: float | None) -> JobInfo:
         deadline = None if timeout is None else time.monotonic() + timeout
-        event = self._notifier.register(job_id)
+        event = self._notifier.register(job_id, timeout=10.0 if timeout is None else min(10.0, timeout))
         try:
             while True:
                 info = self._info(job_id)
@@ -218,7 +239,7 @@ class EmbedQ:
 
     def _vectors(self, info: JobInfo) -> np.ndarray:
         summary: dict[str, Any] = info.result or {}
-        with self._pool.connection() as conn:
+        with self._db() as conn:
             raw = embeddings_store.read_job_vectors(conn=conn, job_id=info.id, count=summary["count"])
             ranges = None
             if summary["precision"] in ("int8", "uint8"):

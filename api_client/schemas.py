@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from api_client.catalog import canonical_name
 from api_client.errors import BadRequest, LimitExceeded
 from api_client.states import JobKind, JobStatus
 
@@ -128,9 +129,14 @@ def parse_encode_request(raw: Any, limits: Limits) -> EncodeRequest:
                 "actual": parsed.batch_size,
             },
         )
+    for field in ("model", "prompt", "prompt_name"):
+        if "\x00" in (getattr(parsed, field) or ""):
+            raise BadRequest(f"{field}: contains a NUL character", detail={"field": field})
     if parsed.prompt is not None and parsed.prompt_name is not None:
         raise BadRequest("prompt, prompt_name: give one or the other, not both", detail={"field": "prompt"})
-    return EncodeRequest.model_construct(**parsed.model_dump(), texts=texts)
+    fields = parsed.model_dump()
+    fields["model"] = canonical_name(parsed.model)
+    return EncodeRequest.model_construct(**fields, texts=texts)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """One typed settings object, built from the environment by ``get_settings()``.
 
-Every field can be set as ``EMBEDQ_<FIELD>`` (upper case). The two server
-URLs come from the environment first, then from an env file: the path in
-``EMBEDQ_ENV_FILE``, else ``<EMBEDQ_DATA_DIR>/env`` (``.embedq/env`` by
-default), which ``embedq up`` writes once its worker is consuming.
+Every field can be set as ``EMBEDQ_<FIELD>`` (upper case), in the environment
+or in an env file of ``KEY=value`` lines: the path in ``EMBEDQ_ENV_FILE``,
+else ``<EMBEDQ_DATA_DIR>/env`` (``.embedq/env`` by default), which
+``embedq up`` writes with the two server URLs once its worker is consuming.
+The environment wins over the file.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Settings(BaseModel):
     broker_url: str | None = None
     database_url: str | None = None
     data_dir: Path = Path(".embedq")
-    artifact_root: Path | None = None
+    env_file: Path | None = None
 
     # Limits, checked by the client before queueing and again by the worker.
     max_texts_per_job: int = Field(100_000, ge=1)
@@ -64,11 +65,9 @@ class Settings(BaseModel):
             )
         if self.lease_seconds <= 2 * self.progress_interval:
             raise ValueError("lease_seconds must be more than twice progress_interval")
+        if self.worker_alive <= 2 * self.worker_heartbeat:
+            raise ValueError("worker_alive must be more than twice worker_heartbeat")
         return self
-
-    @property
-    def artifacts(self) -> Path:
-        return self.artifact_root or self.data_dir / "artifacts"
 
     def require_urls(self) -> tuple[str, str]:
         """Both server URLs, or a ``RuntimeError`` that says how to get them."""
@@ -88,8 +87,10 @@ class Settings(BaseModel):
         return self.database_url
 
     def _not_configured(self, missing: list[str]) -> RuntimeError:
+        path = self.env_file or self.data_dir / "env"
+        where = f"the env file {path}" if path.is_file() else f"{path} (no such file)"
         return RuntimeError(
-            f"{' and '.join(missing)} not set and no env file found at {self.data_dir / 'env'}: set "
+            f"{' and '.join(missing)} not set, neither in the environment nor in {where}: set "
             f"{'them' if len(missing) > 1 else 'it'}, point EMBEDQ_ENV_FILE at the env file `embedq up` writes, "
             "or run `embedq up`"
         )
@@ -115,6 +116,7 @@ def get_settings(environ: Mapping[str, str] | None = None, *, env_file: bool = T
     if env_file and path.is_file():
         for key, value in read_env_file(path).items():
             env.setdefault(key, value)
+    env.setdefault(f"{ENV_PREFIX}ENV_FILE", str(path))
     fields = {
         key[len(ENV_PREFIX) :].lower(): value
         for key, value in env.items()

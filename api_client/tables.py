@@ -23,6 +23,7 @@ models = sa.Table(
     sa.Column("version", sa.Text, nullable=False),
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("sha256", sa.Text, nullable=False),
+    sa.Column("dtype", sa.Text, nullable=False, server_default="float32"),
     sa.Column("artifact_path", sa.Text, nullable=False),
     sa.Column("dimension", sa.Integer),
     sa.Column("max_seq_length", sa.Integer),
@@ -30,7 +31,7 @@ models = sa.Table(
     sa.Column("metrics", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("parent_id", sa.Integer, sa.ForeignKey("models.id")),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.UniqueConstraint("name", "sha256", name="models_name_sha256_key"),
+    sa.UniqueConstraint("name", "sha256", "dtype", name="models_name_sha256_dtype_key"),
 )
 
 jobs = sa.Table(

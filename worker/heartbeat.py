@@ -9,6 +9,7 @@ heartbeat is written once the consumer is consuming, which is what
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -33,22 +34,24 @@ class Heartbeat(bootsteps.StartStopStep):
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self._stop = threading.Event()
+        self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
         self._name = ""
+        self._started_at = dt.datetime.now(dt.UTC)
 
     def start(self, parent: Any) -> None:
         self._name = parent.hostname
         queues = sorted(queue.name for queue in parent.app.amqp.queues.consume_from.values())
         concurrency = int(os.environ.get("EMBEDQ_CONCURRENCY", "1"))
-        self._stop.clear()
+        self._stop = threading.Event()  # each thread its own: a stuck old one cannot be revived
         self._thread = threading.Thread(
-            target=self._run, args=(parent.app, queues, concurrency), name="embedq-heartbeat", daemon=True
+            target=self._run, args=(parent.app, queues, concurrency, self._stop), name="embedq-heartbeat", daemon=True
         )
         self._thread.start()
 
     def stop(self, _parent: Any) -> None:
-        self._stop.set()
+        if self._stop is not None:
+            self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
@@ -62,7 +65,7 @@ class Heartbeat(bootsteps.StartStopStep):
         except Exception as exc:
             log.warning("could not remove worker row %s: %s", self._name, exc)
 
-    def _run(self, app: Any, queues: list[str], concurrency: int) -> None:
+    def _run(self, app: Any, queues: list[str], concurrency: int, stop: threading.Event) -> None:
         settings = get_settings()
         sweeper = os.environ.get("EMBEDQ_SWEEPER", "1") != "0"
         hardware = os.environ.get("EMBEDQ_HARDWARE", "cpu")
@@ -80,6 +83,7 @@ class Heartbeat(bootsteps.StartStopStep):
                     hardware=hardware,
                     queues=queues,
                     concurrency=concurrency,
+                    started_at=self._started_at,
                 )
                 if sweeper and time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + settings.sweep_interval
@@ -88,7 +92,7 @@ class Heartbeat(bootsteps.StartStopStep):
                 log.warning("heartbeat/sweep failed: %s", exc)
                 conn = None
             wait = min(settings.worker_heartbeat, max(0.05, next_sweep - time.monotonic()))
-            if self._stop.wait(wait if sweeper else settings.worker_heartbeat):
+            if stop.wait(wait if sweeper else settings.worker_heartbeat):
                 break
         if conn is not None:
             conn.close()

@@ -1,14 +1,27 @@
-"""Holding a claimed job: progress, lease renewal and cancellation checks between batches."""
+"""Holding a claimed job: a background lease keeper, and progress with cancellation checks between batches.
+
+The keeper renews the lease every third of its length from its own thread
+and connection, so a long model load or a slow forward pass never lets the
+lease lapse while the worker is alive. Progress reports go through the task's
+own connection between batches; they are where a cancelled or taken-over job
+is noticed and stopped.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import psycopg
 
 from api_client.states import JobStatus
 from api_client.store import jobs as jobs_store
 from api_client.store.jobs import Claim
+
+log = logging.getLogger(__name__)
 
 
 class JobStopped(Exception):
@@ -19,8 +32,59 @@ class JobStopped(Exception):
         self.status = status
 
 
-class Lease:
-    """Reports progress at most every ``interval`` seconds, renewing the lease each time."""
+class LeaseKeeper:
+    """One thread per worker process that keeps the lease of the job in hand alive."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection], lease_seconds: float) -> None:
+        self._connect = connect
+        self._lease_seconds = lease_seconds
+        self._claim: Claim | None = None
+        self._changed = threading.Condition()
+        self._conn: psycopg.Connection | None = None
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def holding(self, claim: Claim) -> Iterator[None]:
+        """Keep ``claim``'s lease alive for the duration of the block."""
+        with self._changed:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="embedq-lease", daemon=True)
+                self._thread.start()
+            self._claim = claim
+            self._changed.notify()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._claim = None
+                self._changed.notify()
+
+    def _run(self) -> None:
+        interval = self._lease_seconds / 3
+        while True:
+            with self._changed:
+                while self._claim is None:
+                    self._changed.wait()
+                claim = self._claim
+                deadline = time.monotonic() + interval
+                while self._claim is claim and time.monotonic() < deadline:
+                    self._changed.wait(deadline - time.monotonic())
+                if self._claim is not claim:
+                    continue
+            self._renew(claim)
+
+    def _renew(self, claim: Claim) -> None:
+        try:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = self._connect()
+            jobs_store.extend_lease(conn=self._conn, claim=claim, lease_seconds=self._lease_seconds)
+        except Exception as exc:  # the task's own connection reports database trouble; keep trying
+            log.warning("could not renew the lease of job %s: %s", claim.job_id, exc)
+            self._conn = None
+
+
+class Progress:
+    """Reports progress at most every ``interval`` seconds, noticing cancellation and takeover."""
 
     def __init__(
         self,

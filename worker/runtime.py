@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from functools import cache
+from pathlib import Path
 
 import psycopg
 
@@ -19,6 +20,7 @@ from api_client.settings import Settings, get_settings
 from api_client.store import models as models_store
 from api_client.store.models import ModelRow
 from tasks.models import LoadedModel, ModelRegistry, resolve_path
+from worker.lease import LeaseKeeper
 
 ROW_TTL = 5.0
 """Seconds a model's ``models`` row is reused before it is looked up again."""
@@ -38,6 +40,10 @@ class Runtime:
             1, cores // int(os.environ.get("EMBEDQ_CONCURRENCY", "1"))
         )
         self._rows: dict[str, tuple[float, ModelRow]] = {}
+        self.keeper = LeaseKeeper(
+            lambda: connect(self.settings.require_database(), application_name=f"embedq-lease {self.name}"),
+            self.settings.lease_seconds,
+        )
 
     def _device(self) -> str:
         return "cuda" if self.hardware == "gpu" else "cpu"
@@ -60,26 +66,37 @@ class Runtime:
             finally:
                 self._conn = None
 
+    @property
+    def dtype(self) -> str:
+        """What the models compute in here: float16 on a GPU, float32 on a CPU."""
+        return "float16" if self.hardware == "gpu" else "float32"
+
     def model(self, name: str) -> tuple[LoadedModel, int]:
-        """The loaded model and its ``models`` row id (recorded on first use of each version)."""
+        """The loaded model and its ``models`` row id (recorded on first use of each version and dtype).
+
+        A version registered with ``embedq models add`` wins over a bundled
+        package of the same name. The row is looked up again at most every
+        ``ROW_TTL`` seconds.
+        """
         self._set_threads()
         cached = self._rows.get(name)
         if cached is not None and time.monotonic() - cached[0] < ROW_TTL:
-            row: ModelRow | None = cached[1]
-        else:
-            row = models_store.find_model(conn=self.conn, name=name)
-        path = resolve_path(name, row.artifact_path if row is not None else None)
+            loaded = self.registry.load(name, Path(cached[1].artifact_path))
+            if loaded.sha256 == cached[1].sha256:  # else the files changed: record the new version
+                return loaded, cached[1].id
+        registered = models_store.find_model(conn=self.conn, name=name, registered=True)
+        path = resolve_path(name, registered.artifact_path if registered is not None else None)
         loaded = self.registry.load(name, path)
-        if row is None or row.sha256 != loaded.sha256:
-            row = models_store.upsert_model(
-                conn=self.conn,
-                name=name,
-                sha256=loaded.sha256,
-                artifact_path=str(path),
-                dimension=loaded.dimension,
-                max_seq_length=loaded.max_seq_length,
-                config=loaded.config(),
-            )
+        row = models_store.upsert_model(
+            conn=self.conn,
+            name=name,
+            sha256=loaded.sha256,
+            dtype=self.dtype,
+            artifact_path=str(path),
+            dimension=loaded.dimension,
+            max_seq_length=loaded.max_seq_length,
+            config={**loaded.config(), "source": "registered" if registered is not None else "bundled"},
+        )
         self._rows[name] = (time.monotonic(), row)
         return loaded, row.id
 

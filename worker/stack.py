@@ -39,7 +39,13 @@ def start_valkey(data_dir: Path, stack: ExitStack) -> str:
     server = ValkeyServer(
         port=None, data_dir=folder, persist=True, config={"appendonly": "yes", "appendfsync": "everysec"}
     )
-    server.start()
+    # Ctrl-C in a terminal reaches the whole process group; the broker must outlive the
+    # worker's warm shutdown, so valkey-server starts with SIGINT blocked (it inherits the mask).
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        server.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     stack.callback(server.stop)
     return f"redis://{server.host}:{server.port}/0"
 

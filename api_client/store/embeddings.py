@@ -41,7 +41,9 @@ def write_embeddings(
     """
     if not len(keys):
         return
-    body = pgcopy.embedding_rows(model_id, keys, vectors)
+    # Rows in key order: two workers copying overlapping keys then lock them in the same order.
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    body = pgcopy.embedding_rows(model_id, [keys[i] for i in order], vectors[order])
     table = "embeddings"
     if skip_existing:
         table = _STAGE

@@ -199,10 +199,20 @@ def heartbeat(
     return JobStatus(status[0]) if status else JobStatus.CANCELLED
 
 
+def extend_lease(*, conn: psycopg.Connection, claim: Claim, lease_seconds: float) -> bool:
+    """Push the lease forward; ``False`` when the job is no longer held under this claim."""
+    row = conn.execute(
+        "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => %s) "
+        "WHERE id = %s AND status = 'running' AND attempts = %s RETURNING 1",
+        (lease_seconds, claim.job_id, claim.attempt),
+    ).fetchone()
+    return row is not None
+
+
 def finish_job(*, conn: psycopg.Connection, claim: Claim, result: dict[str, Any], total: int) -> bool:
     """Mark the job succeeded (call inside the transaction that wrote its outputs)."""
     row = conn.execute(
-        "UPDATE jobs SET status = 'succeeded', result = %s, progress_done = %s, progress_total = %s, "
+        "UPDATE jobs SET status = 'succeeded', result = %s, error = NULL, progress_done = %s, progress_total = %s, "
         "finished_at = now(), updated_at = now(), lease_expires_at = NULL "
         "WHERE id = %s AND status = 'running' AND attempts = %s RETURNING 1",
         (Jsonb(result), total, total, claim.job_id, claim.attempt),
@@ -265,20 +275,42 @@ def fail_exhausted(*, conn: psycopg.Connection, job_ids: list[str] | None = None
     return failed
 
 
-def jobs_to_resend(*, conn: psycopg.Connection, resend_after: float, limit: int = 500) -> list[tuple[str, str, str]]:
-    """``(id, queue, status)`` of jobs whose message may be lost.
+_DUE = "sent_at < now() - make_interval(secs => %(after)s * power(2, least(sends - 1, 6)))"
 
-    Queued jobs, and running jobs whose lease expired, last sent longer ago
-    than ``resend_after`` (doubling with each resend, up to 64 times as long).
+
+def lapsed_jobs(*, conn: psycopg.Connection, resend_after: float, limit: int = 500) -> list[tuple[str, str]]:
+    """``(id, queue)`` of running jobs whose lease expired: their worker is gone.
+
+    Each is due at once the first time, then after ``resend_after`` seconds,
+    doubling per re-send (up to 64 times), so a job no worker can take does
+    not flood its queue.
     """
     rows = conn.execute(
-        "SELECT id, queue, status FROM jobs WHERE attempts < max_attempts "
-        "AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now())) "
-        "AND sent_at < now() - make_interval(secs => %s * power(2, least(sends - 1, 6))) "
-        "ORDER BY created_at LIMIT %s",
-        (resend_after, limit),
+        f"SELECT id, queue FROM jobs WHERE status = 'running' AND lease_expires_at < now() "
+        f"AND attempts < max_attempts AND (sends = 1 OR {_DUE}) ORDER BY lease_expires_at LIMIT %(limit)s",
+        {"after": resend_after, "limit": limit},
     ).fetchall()
-    return [(str(job_id), queue, status) for job_id, queue, status in rows]
+    return [(str(job_id), queue) for job_id, queue in rows]
+
+
+def stale_queues(*, conn: psycopg.Connection, resend_after: float) -> list[str]:
+    """Queues holding queued jobs that were last sent longer ago than their backoff."""
+    rows = conn.execute(
+        f"SELECT DISTINCT queue FROM jobs WHERE status = 'queued' AND {_DUE}", {"after": resend_after}
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def stale_queued_jobs(
+    *, conn: psycopg.Connection, resend_after: float, queues: list[str], limit: int = 500
+) -> list[tuple[str, str]]:
+    """``(id, queue)`` of queued jobs in ``queues`` last sent longer ago than their backoff, oldest first."""
+    rows = conn.execute(
+        f"SELECT id, queue FROM jobs WHERE status = 'queued' AND queue = ANY(%(queues)s) AND {_DUE} "
+        "ORDER BY created_at LIMIT %(limit)s",
+        {"after": resend_after, "queues": queues, "limit": limit},
+    ).fetchall()
+    return [(str(job_id), queue) for job_id, queue in rows]
 
 
 def mark_sent(*, conn: psycopg.Connection, job_id: str) -> None:

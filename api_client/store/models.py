@@ -12,19 +12,25 @@ from psycopg.types.json import Jsonb
 
 @dataclass(frozen=True)
 class ModelRow:
-    """One model version: a name bound to the sha256 of its files."""
+    """One model version: a name bound to the sha256 of its files and the dtype it computes in."""
 
     id: int
     name: str
     version: str
     sha256: str
+    dtype: str
     artifact_path: str
     dimension: int | None
     max_seq_length: int | None
     config: dict[str, Any]
 
+    @property
+    def registered(self) -> bool:
+        """Recorded by ``embedq models add`` (rather than on first use of a bundled model)."""
+        return self.config.get("source") == "registered"
 
-_COLUMNS = "id, name, version, sha256, artifact_path, dimension, max_seq_length, config"
+
+_COLUMNS = "id, name, version, sha256, dtype, artifact_path, dimension, max_seq_length, config"
 
 
 def upsert_model(
@@ -36,23 +42,31 @@ def upsert_model(
     dimension: int | None,
     max_seq_length: int | None,
     config: dict[str, Any],
+    dtype: str = "float32",
     kind: str = "embedding",
 ) -> ModelRow:
-    """The row for (name, sha256), created on first use."""
+    """The row for (name, sha256, dtype), created on first use.
+
+    The embedding cache is keyed by this row's id, so vectors computed in
+    another dtype (float16 on a GPU) never stand in for float32 ones.
+    """
     row = conn.execute(
-        f"INSERT INTO models (name, version, kind, sha256, artifact_path, dimension, max_seq_length, config) "
-        f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-        f"ON CONFLICT (name, sha256) DO UPDATE SET artifact_path = EXCLUDED.artifact_path RETURNING {_COLUMNS}",
-        (name, sha256[:12], kind, sha256, artifact_path, dimension, max_seq_length, Jsonb(config)),
+        f"INSERT INTO models (name, version, kind, sha256, dtype, artifact_path, dimension, max_seq_length, config) "
+        f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        f"ON CONFLICT (name, sha256, dtype) DO UPDATE SET artifact_path = EXCLUDED.artifact_path, "
+        f"config = models.config || EXCLUDED.config RETURNING {_COLUMNS}",
+        (name, sha256[:12], kind, sha256, dtype, artifact_path, dimension, max_seq_length, Jsonb(config)),
     ).fetchone()
     assert row is not None
     return ModelRow(*row)
 
 
-def find_model(*, conn: psycopg.Connection, name: str) -> ModelRow | None:
-    """The newest version recorded under ``name``, if any."""
+def find_model(*, conn: psycopg.Connection, name: str, registered: bool = False) -> ModelRow | None:
+    """The newest version recorded under ``name`` (only those from ``embedq models add`` with ``registered``)."""
     row = conn.execute(
-        f"SELECT {_COLUMNS} FROM models WHERE name = %s ORDER BY created_at DESC, id DESC LIMIT 1", (name,)
+        f"SELECT {_COLUMNS} FROM models WHERE name = %s AND (NOT %s OR config->>'source' = 'registered') "
+        "ORDER BY created_at DESC, id DESC LIMIT 1",
+        (name, registered),
     ).fetchone()
     return ModelRow(*row) if row else None
 

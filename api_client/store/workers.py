@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import psycopg
@@ -26,13 +27,16 @@ def beat(
     hardware: str,
     queues: list[str],
     concurrency: int,
+    started_at: dt.datetime,
 ) -> None:
+    """Upsert the worker's row; a restarted worker of the same name replaces the old row's facts."""
     conn.execute(
         "INSERT INTO workers (name, hostname, pid, hardware, queues, concurrency, started_at, last_seen) "
-        "VALUES (%s, %s, %s, %s, %s, %s, now(), now()) ON CONFLICT (name) DO UPDATE SET "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, now()) ON CONFLICT (name) DO UPDATE SET "
         "hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, hardware = EXCLUDED.hardware, "
-        "queues = EXCLUDED.queues, concurrency = EXCLUDED.concurrency, last_seen = now()",
-        (name, hostname, pid, hardware, queues, concurrency),
+        "queues = EXCLUDED.queues, concurrency = EXCLUDED.concurrency, started_at = EXCLUDED.started_at, "
+        "last_seen = now()",
+        (name, hostname, pid, hardware, queues, concurrency, started_at),
     )
 
 

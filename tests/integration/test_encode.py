@@ -93,7 +93,8 @@ def test_repeated_texts_in_one_job_are_encoded_once(eq: EmbedQ, db) -> None:
     np.testing.assert_array_equal(vectors[0], vectors[2])
     np.testing.assert_array_equal(vectors[0], vectors[4])
     summary = job.info().result
-    assert summary is not None and summary["encoded"] == 3 and summary["count"] == 5
+    assert summary is not None and summary["count"] == 5 and summary["unique"] == 3
+    assert summary["encoded"] == 3 and summary["cached"] == 0
     assert db.execute("SELECT count(*) FROM encode_outputs WHERE job_id = %s", (job.id,)).fetchone()[0] == 5
 
 
@@ -119,7 +120,9 @@ def test_states_and_progress_of_a_long_job(eq: EmbedQ, db) -> None:
     assert info.status == JobStatus.SUCCEEDED and info.progress == (1500, 1500)
     assert info.started_at is not None and info.finished_at is not None and info.attempts == 1
     row = helpers.job_row(db, job.id)
-    assert row["lease_expires_at"] is None and row["worker"]
+    assert row["lease_expires_at"] is None
+    node = row["worker"].split("/")[0]
+    assert db.execute("SELECT 1 FROM workers WHERE name = %s", (node,)).fetchone(), row["worker"]
 
 
 def test_a_job_can_be_found_again_by_id(eq: EmbedQ) -> None:
@@ -135,3 +138,12 @@ def test_prompt_name_resolves_like_the_library(eq: EmbedQ, st_model) -> None:
     texts = helpers.unique_texts(4)
     ours = eq.encode(texts, prompt_name="query").result(timeout=60)
     np.testing.assert_array_equal(ours, st_model.encode(texts, prompt_name="query"))
+
+
+def test_hub_style_name_of_a_bundled_model_shares_its_cache(eq: EmbedQ, db) -> None:
+    texts = helpers.unique_texts(3)
+    short = eq.encode(texts).result(timeout=60)
+    job = eq.encode(texts, model="sentence-transformers/all-MiniLM-L6-v2")
+    np.testing.assert_array_equal(job.result(timeout=60), short)
+    assert job.info().result["cached"] == 3
+    assert db.execute("SELECT count(*) FROM models WHERE name LIKE 'sentence-transformers/%'").fetchone()[0] == 0

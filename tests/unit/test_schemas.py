@@ -102,3 +102,13 @@ def test_request_must_be_an_object_with_texts() -> None:
         parse_encode_request(["a"], LIMITS)
     with pytest.raises(BadRequest, match="texts: missing"):
         parse_encode_request({"model": "x"}, LIMITS)
+
+
+@pytest.mark.parametrize("field", ["prompt", "prompt_name", "model"])
+def test_nul_in_string_options_is_refused(field: str) -> None:
+    with pytest.raises(BadRequest, match=f"{field}: contains a NUL character"):
+        parse(**{field: "a\x00b"})
+
+
+def test_hub_ids_of_bundled_models_become_their_short_name() -> None:
+    assert parse(model="sentence-transformers/all-MiniLM-L6-v2").model == "all-MiniLM-L6-v2"

@@ -1,0 +1,69 @@
+"""Failures inside a running job: a lost database connection, a takeover, the soft time limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+from api_client import EmbedQ, JobStatus
+from api_client.settings import get_settings
+from tests import helpers
+from worker.stack import stop_worker
+
+
+def test_a_job_survives_losing_its_database_connection(eq: EmbedQ, db) -> None:
+    texts = helpers.unique_texts(1200)
+    job = eq.encode(texts, batch_size=8)
+    helpers.wait_until(lambda: job.progress[0] >= 300, timeout=120, what="the job to pass 300 texts")
+    killed = db.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE 'embedq-worker %'"
+    ).fetchone()[0]
+    assert killed >= 1
+    info = job.wait(timeout=180)
+    assert info.status == JobStatus.SUCCEEDED
+    assert info.attempts == 2 and info.error is None
+    assert info.result is not None and info.result["cached"] > 0  # the retry resumed from the flushed vectors
+    assert job.result(timeout=1).shape == (1200, 384)
+
+
+def test_a_job_taken_over_is_never_finished_by_its_first_worker(eq: EmbedQ, db) -> None:
+    job = eq.encode(helpers.unique_texts(1500), batch_size=8)
+    helpers.wait_until(lambda: job.progress[0] > 0, timeout=120, what="progress")
+    # As if the lease had lapsed and another worker had claimed the job.
+    db.execute(
+        "UPDATE jobs SET attempts = attempts + 1, worker = 'other@host/1', "
+        "lease_expires_at = now() + interval '1 hour' WHERE id = %s",
+        (job.id,),
+    )
+    assert eq.encode(["the first worker moved on"]).result(timeout=120).shape == (1, 384)
+    row = helpers.job_row(db, job.id)
+    assert row["status"] == "running" and row["worker"] == "other@host/1"
+    assert db.execute("SELECT count(*) FROM encode_outputs WHERE job_id = %s", (job.id,)).fetchone()[0] == 0
+    job.cancel()
+
+
+def test_the_soft_time_limit_fails_the_job_and_the_worker_goes_on(
+    isolated_database: str, broker_url: str, tmp_path: Path
+) -> None:
+    env = helpers.worker_env(
+        helpers.other_redis_db(broker_url),
+        isolated_database,
+        EMBEDQ_SOFT_TIME_LIMIT="2",
+        EMBEDQ_TIME_LIMIT="8",
+        EMBEDQ_VISIBILITY_TIMEOUT="60",
+    )
+    worker = helpers.start_worker(env, isolated_database, "time-limit@%h", tmp_path / "worker.log")
+    eq = EmbedQ(get_settings(env, env_file=False))
+    try:
+        job = eq.encode(helpers.unique_texts(2000), batch_size=8)
+        info = job.wait(timeout=120)
+        assert info.status == JobStatus.FAILED, (tmp_path / "worker.log").read_text()[-3000:]
+        assert info.error is not None and info.error["type"] == "TimeLimitExceeded"
+        assert 0 < info.progress[0] < 2000
+        assert eq.encode(["after the limit"]).result(timeout=60).shape == (1, 384)
+    finally:
+        eq.close()
+        stop_worker(worker, timeout=30)
+    with psycopg.connect(isolated_database) as conn:
+        assert conn.execute("SELECT count(*) FROM encode_outputs WHERE job_id = %s", (job.id,)).fetchone()[0] == 0
