@@ -44,7 +44,7 @@ class LoadedModel:
         if prompt is None and prompt_name is not None:
             if prompt_name not in self.prompts:
                 raise BadRequest(
-                    f"prompt_name: model {self.name!r} has no prompt {prompt_name!r} "
+                    f"prompt_name: the model has no prompt {prompt_name!r} "
                     f"(its prompts: {', '.join(sorted(self.prompts)) or 'none'})",
                     detail={"field": "prompt_name"},
                 )

@@ -180,26 +180,18 @@ def cmd_sweep(_args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from api_client.db import connect
-    from api_client.store import models as models_store
 
     database_url = get_settings().require_database()
     if args.action == "add":
         from tasks.models import ModelRegistry
+        from worker.runtime import record_model
 
         path = Path(args.path).resolve()
         if not path.is_dir():
             raise SystemExit(f"embedq: {path} is not a folder")
         loaded = ModelRegistry().load(args.name, path)
         with connect(database_url) as conn:
-            row = models_store.upsert_model(
-                conn=conn,
-                name=args.name,
-                sha256=loaded.sha256,
-                artifact_path=str(path),
-                dimension=loaded.dimension,
-                max_seq_length=loaded.max_seq_length,
-                config={**loaded.config(), "source": "registered"},
-            )
+            row = record_model(conn, args.name, path, loaded, dtype="float32", source="registered")
         print(f"registered {row.name} version {row.version} ({row.dimension} dims) at {row.artifact_path}")
         return 0
     with _client() as eq:

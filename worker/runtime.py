@@ -87,15 +87,13 @@ class Runtime:
         registered = models_store.find_model(conn=self.conn, name=name, registered=True)
         path = resolve_path(name, registered.artifact_path if registered is not None else None)
         loaded = self.registry.load(name, path)
-        row = models_store.upsert_model(
-            conn=self.conn,
-            name=name,
-            sha256=loaded.sha256,
+        row = record_model(
+            self.conn,
+            name,
+            path,
+            loaded,
             dtype=self.dtype,
-            artifact_path=str(path),
-            dimension=loaded.dimension,
-            max_seq_length=loaded.max_seq_length,
-            config={**loaded.config(), "source": "registered" if registered is not None else "bundled"},
+            source="registered" if registered is not None else "bundled",
         )
         self._rows[name] = (time.monotonic(), row)
         return loaded, row.id
@@ -111,6 +109,26 @@ class Runtime:
         import torch
 
         torch.set_num_threads(self.threads)
+
+
+def record_model(
+    conn: psycopg.Connection, name: str, path: Path, loaded: LoadedModel, *, dtype: str, source: str
+) -> ModelRow:
+    """The ``models`` row of ``name`` loaded from ``path`` (``source``: ``registered`` or ``bundled``).
+
+    The name and path are the caller's: one loaded model may serve several
+    names whose folders hold the same files.
+    """
+    return models_store.upsert_model(
+        conn=conn,
+        name=name,
+        sha256=loaded.sha256,
+        dtype=dtype,
+        artifact_path=str(path),
+        dimension=loaded.dimension,
+        max_seq_length=loaded.max_seq_length,
+        config={**loaded.config(), "source": source},
+    )
 
 
 _runtime_lock = threading.Lock()

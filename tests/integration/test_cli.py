@@ -88,8 +88,19 @@ def test_a_registered_model_folder_serves_jobs(eq, worker_env, st_model) -> None
     assert "registered support-minilm version" in out.stdout.decode()
     assert "support-minilm" in embedq(["models", "list"], worker_env).stdout.decode().split()
     texts = helpers.unique_texts(4)
-    vectors = eq.encode(texts, model="support-minilm").result(timeout=60)
+    job = eq.encode(texts, model="support-minilm")
+    vectors = job.result(timeout=60)
     assert np.abs(vectors - st_model.encode(texts)).max() < 1e-5
+    # Same files as the bundled model, but its own name, version row and cache; the bundled row is untouched.
+    with eq._db() as conn:
+        name, source = conn.execute(
+            "SELECT name, config->>'source' FROM models WHERE id = %s", (job.info().result["model_id"],)
+        ).fetchone()
+        bundled = conn.execute(
+            "SELECT DISTINCT config->>'source' FROM models WHERE name = 'all-MiniLM-L6-v2'"
+        ).fetchall()
+    assert (name, source) == ("support-minilm", "registered")
+    assert bundled == [("bundled",)]
 
 
 def test_registering_something_that_is_not_a_folder_fails(eq, worker_env, tmp_path) -> None:
