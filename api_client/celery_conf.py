@@ -14,6 +14,9 @@ from api_client.states import JobKind
 
 TASK_NAMES = {JobKind.ENCODE: "embedq.encode"}
 DEFAULT_QUEUE = "embedq.cpu.interactive"
+PLAIN_QUEUE = "celery"
+"""Celery's own default queue: where a plain ``Celery(broker=...).send_task`` without ``queue=`` lands.
+Workers consume it too (``embedq worker --no-plain-queue`` turns that off)."""
 
 
 def route_message(
@@ -59,7 +62,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_soft_time_limit": settings.soft_time_limit,
         "task_time_limit": settings.time_limit,
-        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in (*QUEUES, PLAIN_QUEUE)
+        ],
         "task_default_queue": DEFAULT_QUEUE,
         "task_create_missing_queues": False,
         "task_routes": (partial(route_message, thresholds=thresholds(settings)),),

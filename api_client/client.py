@@ -52,15 +52,16 @@ class EmbedQ:
         _, database_url = settings.require_urls()
         self.settings = settings
         self.limits = Limits.of(settings)
+        self._conninfo = libpq_url(database_url)
         self._pool = ConnectionPool(
-            libpq_url(database_url),
+            self._conninfo,
             kwargs={"autocommit": True, "application_name": "embedq-client"},
             min_size=1,
             max_size=8,
             open=True,
             name="embedq-client",
             check=ConnectionPool.check_connection,  # a pooled connection that died with the server is replaced
-            timeout=10.0,
+            timeout=settings.connect_timeout,
         )
         self._producer = producer_app(settings)
         self._notifier = Notifier(database_url)
@@ -79,8 +80,18 @@ class EmbedQ:
         try:
             with self._pool.connection() as conn:
                 yield conn
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable(f"PostgreSQL: {self._why_unreachable() or exc}") from exc
+        except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"PostgreSQL: {exc}".strip()) from exc
+
+    def _why_unreachable(self) -> str | None:
+        """The driver's own reason a new connection fails now, for the error message."""
+        try:
+            psycopg.connect(self._conninfo, connect_timeout=max(1, int(self.settings.connect_timeout))).close()
+        except psycopg.Error as exc:
+            return str(exc).strip()
+        return None
 
     def close(self) -> None:
         self._notifier.close()

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from api_client.jsonsafe import json_safe
+
 
 class EmbedQError(Exception):
     """Base of every embedq error."""
@@ -43,13 +45,10 @@ class EmbedQError(Exception):
         self.detail: dict[str, Any] = dict(detail or {})
 
     def to_record(self) -> dict[str, Any]:
-        """The JSON form stored in ``jobs.error``."""
-        return {
-            "type": type(self).__name__,
-            "message": self.message,
-            "retriable": self.retriable,
-            "detail": self.detail,
-        }
+        """The JSON form stored in ``jobs.error`` (any text in it made storable)."""
+        return json_safe(
+            {"type": type(self).__name__, "message": self.message, "retriable": self.retriable, "detail": self.detail}
+        )
 
 
 class PermanentError(EmbedQError):

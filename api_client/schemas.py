@@ -62,11 +62,23 @@ class EncodeRequest(EncodeOptions):
 def _option_error(exc: ValidationError) -> BadRequest:
     first = exc.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "request"
+    field = field if field.isprintable() and field.isascii() else ascii(field)
     if first["type"] == "extra_forbidden":
         allowed = ", ".join(sorted(EncodeRequest.model_fields))
         return BadRequest(f"{field}: unknown option (allowed: {allowed})", detail={"field": field})
-    got = first.get("input")
-    return BadRequest(f"{field}: {first['msg']} (got {got!r})", detail={"field": field})
+    got = ascii(first.get("input"))[:200]
+    return BadRequest(f"{field}: {first['msg']} (got {got})", detail={"field": field})
+
+
+def _text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored and hashed, if it cannot."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"is not valid Unicode (a lone surrogate at character {exc.start})"
+    return None
 
 
 def check_texts(texts: Any, limits: Limits) -> list[str]:
@@ -103,8 +115,9 @@ def _check_text(index: int, text: Any, limits: Limits) -> None:
             "per text (max_chars_per_text)",
             detail={**where, "limit": "max_chars_per_text", "max": limits.max_chars_per_text, "actual": len(text)},
         )
-    if "\x00" in text:
-        raise BadRequest(f"texts[{index}]: the text contains a NUL character", detail=where)
+    problem = _text_problem(text)
+    if problem:
+        raise BadRequest(f"texts[{index}]: the text {problem}", detail=where)
 
 
 def parse_encode_request(raw: Any, limits: Limits) -> EncodeRequest:
@@ -130,8 +143,15 @@ def parse_encode_request(raw: Any, limits: Limits) -> EncodeRequest:
             },
         )
     for field in ("model", "prompt", "prompt_name"):
-        if "\x00" in (getattr(parsed, field) or ""):
-            raise BadRequest(f"{field}: contains a NUL character", detail={"field": field})
+        problem = _text_problem(getattr(parsed, field) or "")
+        if problem:
+            raise BadRequest(f"{field}: {problem}", detail={"field": field})
+    if parsed.prompt is not None and len(parsed.prompt) > limits.max_chars_per_text:
+        raise LimitExceeded(
+            f"prompt: {len(parsed.prompt):,} characters is over the limit of {limits.max_chars_per_text:,} "
+            "(max_chars_per_text)",
+            detail={"field": "prompt", "limit": "max_chars_per_text", "max": limits.max_chars_per_text},
+        )
     if parsed.prompt is not None and parsed.prompt_name is not None:
         raise BadRequest("prompt, prompt_name: give one or the other, not both", detail={"field": "prompt"})
     fields = parsed.model_dump()

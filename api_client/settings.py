@@ -33,6 +33,9 @@ class Settings(BaseModel):
     max_chars_per_text: int = Field(50_000, ge=1)
     max_batch_size: int = Field(1024, ge=1)
 
+    # Seconds a client waits for a database connection before DatabaseUnavailable.
+    connect_timeout: float = Field(10.0, gt=0)
+
     # Job lifecycle.
     lease_seconds: float = Field(60.0, gt=0)
     progress_interval: float = Field(1.0, gt=0)

@@ -31,6 +31,7 @@ models = sa.Table(
     sa.Column("metrics", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("parent_id", sa.Integer, sa.ForeignKey("models.id")),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("registered_at", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("name", "sha256", "dtype", name="models_name_sha256_dtype_key"),
 )
 

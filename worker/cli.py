@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from api_client.celery_conf import PLAIN_QUEUE
 from api_client.errors import BadRequest, EmbedQError, IdempotencyConflict, JobCancelled, JobNotFound, UnknownModel
 from api_client.routing import LANES, queue_name
 from api_client.schemas import DEFAULT_MODEL, PRECISIONS
@@ -53,6 +54,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     hardware = detect(args.hardware)
     lanes = [lane.strip() for lane in args.lanes.split(",") if lane.strip()]
     queues = [queue_name(hardware, lane) for lane in lanes]
+    if not args.no_plain_queue:
+        queues.append(PLAIN_QUEUE)
     _, database_url = get_settings().require_urls()
     with connect(database_url) as conn:
         require_schema(conn)
@@ -96,6 +99,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_lines(data: str) -> list[str]:
+    """One text per line: split on ``\n`` only (a ``\r`` before it is dropped, a final newline ends the
+    last line), so line ``i + 1`` is always ``texts[i]``, whatever other separators a text holds."""
+    lines = data.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -107,9 +119,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
             "embedq: refusing to write binary .npy to a terminal; redirect stdout or use --output FILE", file=sys.stderr
         )
         return EXIT_USAGE
-    source = sys.stdin if args.input in (None, "-") else open(args.input, encoding="utf-8")  # noqa: SIM115
+    source = sys.stdin.buffer if args.input in (None, "-") else open(args.input, "rb")  # noqa: SIM115
     with source:
-        texts = source.read().splitlines()
+        data = source.read()
+    try:
+        texts = read_lines(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise BadRequest(f"input: line {line} is not valid UTF-8", detail={"field": "input", "line": line}) from exc
     with _client() as eq:
         job = eq.encode(
             texts,
@@ -191,7 +208,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             raise SystemExit(f"embedq: {path} is not a folder")
         loaded = ModelRegistry().load(args.name, path)
         with connect(database_url) as conn:
-            row = record_model(conn, args.name, path, loaded, dtype="float32", source="registered")
+            row = record_model(conn, args.name, path, loaded, dtype="float32", source="registered", register=True)
         print(f"registered {row.name} version {row.version} ({row.dimension} dims) at {row.artifact_path}")
         return 0
     with _client() as eq:
@@ -262,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="embedq@%h", help="worker node name (default embedq@%%h)")
     p.add_argument("--preload", help="model each worker process loads at start")
     p.add_argument("--no-sweeper", action="store_true", help="do not run the sweeper in this worker")
+    p.add_argument(
+        "--no-plain-queue",
+        action="store_true",
+        help="do not also consume Celery's default queue 'celery' (where a plain Celery client's send_task "
+        "without queue= lands); use it when other Celery apps share this broker's 'celery' queue",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser(
@@ -330,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in ("up", "worker"):  # those two configure logging for the services they run
+        logging.basicConfig(level=logging.WARNING, format="embedq: %(message)s")
+    # Connection retries of the pool and the listener: their reasons reach the user in our errors.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+    logging.getLogger("api_client.notify").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
     except JobCancelled as exc:

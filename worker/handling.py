@@ -19,6 +19,7 @@ from celery import Task
 from api_client.backoff import compute_backoff
 from api_client.celery_conf import DEFAULT_QUEUE
 from api_client.errors import BadRequest, EmbedQError, RetriableError
+from api_client.jsonsafe import json_safe
 from api_client.schemas import Limits, parse_encode_request
 from api_client.states import JobKind
 from api_client.store import jobs as jobs_store
@@ -47,11 +48,12 @@ MAX_RECORDED = 100_000
 
 
 def recordable(payload: Any) -> Any:
-    """A refused message as storable JSON: NUL characters replaced, anything large cut to a prefix."""
-    text = json.dumps(payload, default=repr).replace("\\u0000", "\\ufffd")
+    """A refused message as storable JSON (see ``json_safe``), anything large cut to a prefix."""
+    safe = json_safe(payload)
+    text = json.dumps(safe, ensure_ascii=False)
     if len(text) > MAX_RECORDED:
         return {"truncated": text[:MAX_RECORDED], "length": len(text)}
-    return json.loads(text)
+    return safe
 
 
 def accept(rt: Runtime, task: Task, kind: JobKind, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:

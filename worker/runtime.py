@@ -84,7 +84,7 @@ class Runtime:
             loaded = self.registry.load(name, Path(cached[1].artifact_path))
             if loaded.sha256 == cached[1].sha256:  # else the files changed: record the new version
                 return loaded, cached[1].id
-        registered = models_store.find_model(conn=self.conn, name=name, registered=True)
+        registered = models_store.registered_model(conn=self.conn, name=name)
         path = resolve_path(name, registered.artifact_path if registered is not None else None)
         loaded = self.registry.load(name, path)
         row = record_model(
@@ -112,12 +112,20 @@ class Runtime:
 
 
 def record_model(
-    conn: psycopg.Connection, name: str, path: Path, loaded: LoadedModel, *, dtype: str, source: str
+    conn: psycopg.Connection,
+    name: str,
+    path: Path,
+    loaded: LoadedModel,
+    *,
+    dtype: str,
+    source: str,
+    register: bool = False,
 ) -> ModelRow:
     """The ``models`` row of ``name`` loaded from ``path`` (``source``: ``registered`` or ``bundled``).
 
     The name and path are the caller's: one loaded model may serve several
-    names whose folders hold the same files.
+    names whose folders hold the same files. ``register`` marks the row as
+    the one ``name`` now resolves to (``embedq models add``).
     """
     return models_store.upsert_model(
         conn=conn,
@@ -128,6 +136,7 @@ def record_model(
         dimension=loaded.dimension,
         max_seq_length=loaded.max_seq_length,
         config={**loaded.config(), "source": source},
+        register=register,
     )
 
 

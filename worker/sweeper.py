@@ -6,11 +6,14 @@ time. Each pass:
 1. fails jobs out of attempts that no live lease holds (``AttemptsExhausted``,
    naming the last error);
 2. re-sends running jobs whose lease expired, so another worker takes them
-   over (at the next pass the first time, then with a doubling backoff);
+   over (at the first pass that sees them, then with a doubling backoff);
 3. re-sends queued jobs last sent longer ago than ``resend_after`` (doubling
-   per re-send), but only from queues that are empty on the broker: a
-   backlog means their messages are most likely still waiting there.
+   per re-send), as many per queue as the broker is short: a queue holding
+   fewer messages than it has queued jobs has lost some, so its oldest due
+   jobs are sent again; a queue whose messages are all there is left alone.
 
+A job whose queue no live worker consumes (its GPU worker went away) is
+re-sent to a queue of the same lane that one does, and its row follows.
 Database reads and marks are single statements; messages are published
 outside any transaction, one job at a time, so a broker failure costs only
 the jobs not yet sent, which the next pass picks up.
@@ -24,15 +27,18 @@ from dataclasses import dataclass, field
 import psycopg
 from celery import Celery
 
-from api_client.celery_conf import DEFAULT_QUEUE, TASK_NAMES
-from api_client.routing import QUEUES
+from api_client.celery_conf import DEFAULT_QUEUE, PLAIN_QUEUE, TASK_NAMES
+from api_client.routing import LANES, QUEUES
 from api_client.settings import Settings
 from api_client.states import JobKind
 from api_client.store import jobs as jobs_store
+from api_client.store import workers as workers_store
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 0x656D6271  # "embq"
+PER_PASS = 500
+"""Most jobs a pass re-sends from one group (lapsed jobs, or one queue's queued jobs)."""
 
 
 @dataclass
@@ -40,6 +46,7 @@ class SweepReport:
     locked: bool = True
     failed: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
+    rerouted: list[str] = field(default_factory=list)
     skipped_backlog: list[str] = field(default_factory=list)
 
 
@@ -58,23 +65,47 @@ def queue_depth(app: Celery, queue: str) -> int:
                 log.debug("channel already closed")
 
 
-def _send(app: Celery, conn: psycopg.Connection, job_id: str, queue: str) -> None:
-    queue = queue if queue in QUEUES else DEFAULT_QUEUE
+def target_queue(queue: str, consumed: set[str]) -> str:
+    """Where to re-send a job of ``queue``: itself while a live worker consumes it, else a consumed
+    queue of the same lane (CPU first), else any consumed embedq queue; with no live worker at all,
+    the job's own queue (or the default one for an unknown name)."""
+    if queue in consumed:
+        return queue
+    lane = queue.rsplit(".", 1)[-1] if queue in QUEUES else LANES[0]
+    for candidate in (f"embedq.cpu.{lane}", f"embedq.gpu.{lane}", *QUEUES):
+        if candidate in consumed:
+            return candidate
+    return queue if queue in QUEUES else DEFAULT_QUEUE
+
+
+def _send(app: Celery, conn: psycopg.Connection, job_id: str, queue: str, report: SweepReport) -> None:
     app.send_task(TASK_NAMES[JobKind.ENCODE], kwargs={"job_id": job_id}, queue=queue, task_id=job_id)
-    jobs_store.mark_sent(conn=conn, job_id=job_id)
+    jobs_store.mark_sent(conn=conn, job_id=job_id, queue=queue)
+    report.resent.append(job_id)
 
 
 def _pass(conn: psycopg.Connection, app: Celery, settings: Settings, report: SweepReport) -> None:
     report.failed = jobs_store.fail_exhausted(conn=conn)
-    for job_id, queue in jobs_store.lapsed_jobs(conn=conn, resend_after=settings.resend_after):
-        _send(app, conn, job_id, queue)
-        report.resent.append(job_id)
-    queues = jobs_store.stale_queues(conn=conn, resend_after=settings.resend_after)
-    empty = [queue for queue in queues if queue_depth(app, queue if queue in QUEUES else DEFAULT_QUEUE) == 0]
-    report.skipped_backlog = sorted(set(queues) - set(empty))
-    for job_id, queue in jobs_store.stale_queued_jobs(conn=conn, resend_after=settings.resend_after, queues=empty):
-        _send(app, conn, job_id, queue)
-        report.resent.append(job_id)
+    consumed = {q for row in workers_store.alive(conn=conn, within=settings.worker_alive) for q in row.queues}
+    consumed &= {*QUEUES, PLAIN_QUEUE}
+    for job_id, queue in jobs_store.lapsed_jobs(conn=conn, resend_after=settings.resend_after, limit=PER_PASS):
+        target = target_queue(queue, consumed)
+        _send(app, conn, job_id, target, report)
+        if target != queue:
+            report.rerouted.append(job_id)
+    for queue, (queued, due) in jobs_store.stale_queues(conn=conn, resend_after=settings.resend_after).items():
+        target = target_queue(queue, consumed)
+        missing = due if target != queue else queued - queue_depth(app, queue)
+        if missing <= 0:
+            report.skipped_backlog.append(queue)
+            continue
+        limit = min(missing, due, PER_PASS)
+        for job_id in jobs_store.stale_queued_jobs(
+            conn=conn, resend_after=settings.resend_after, queue=queue, limit=limit
+        ):
+            _send(app, conn, job_id, target, report)
+            if target != queue:
+                report.rerouted.append(job_id)
 
 
 def sweep(*, conn: psycopg.Connection, app: Celery, settings: Settings) -> SweepReport:
@@ -89,5 +120,10 @@ def sweep(*, conn: psycopg.Connection, app: Celery, settings: Settings) -> Sweep
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
         if report.failed or report.resent:
-            log.warning("sweeper: re-sent %d job(s), failed %d out of attempts", len(report.resent), len(report.failed))
+            log.warning(
+                "sweeper: re-sent %d job(s) (%d to another queue), failed %d out of attempts",
+                len(report.resent),
+                len(report.rerouted),
+                len(report.failed),
+            )
     return report

@@ -293,25 +293,26 @@ def lapsed_jobs(*, conn: psycopg.Connection, resend_after: float, limit: int = 5
     return [(str(job_id), queue) for job_id, queue in rows]
 
 
-def stale_queues(*, conn: psycopg.Connection, resend_after: float) -> list[str]:
-    """Queues holding queued jobs that were last sent longer ago than their backoff."""
+def stale_queues(*, conn: psycopg.Connection, resend_after: float) -> dict[str, tuple[int, int]]:
+    """``queue → (queued jobs, of which due for a re-send)`` for queues with at least one due."""
     rows = conn.execute(
-        f"SELECT DISTINCT queue FROM jobs WHERE status = 'queued' AND {_DUE}", {"after": resend_after}
+        f"SELECT queue, count(*), count(*) FILTER (WHERE {_DUE}) FROM jobs WHERE status = 'queued' "
+        f"GROUP BY queue HAVING count(*) FILTER (WHERE {_DUE}) > 0",
+        {"after": resend_after},
     ).fetchall()
-    return [row[0] for row in rows]
+    return {queue: (total, due) for queue, total, due in rows}
 
 
-def stale_queued_jobs(
-    *, conn: psycopg.Connection, resend_after: float, queues: list[str], limit: int = 500
-) -> list[tuple[str, str]]:
-    """``(id, queue)`` of queued jobs in ``queues`` last sent longer ago than their backoff, oldest first."""
+def stale_queued_jobs(*, conn: psycopg.Connection, resend_after: float, queue: str, limit: int) -> list[str]:
+    """Ids of queued jobs in ``queue`` due for a re-send, oldest first."""
     rows = conn.execute(
-        f"SELECT id, queue FROM jobs WHERE status = 'queued' AND queue = ANY(%(queues)s) AND {_DUE} "
+        f"SELECT id FROM jobs WHERE status = 'queued' AND queue = %(queue)s AND {_DUE} "
         "ORDER BY created_at LIMIT %(limit)s",
-        {"after": resend_after, "queues": queues, "limit": limit},
+        {"after": resend_after, "queue": queue, "limit": limit},
     ).fetchall()
-    return [(str(job_id), queue) for job_id, queue in rows]
+    return [str(row[0]) for row in rows]
 
 
-def mark_sent(*, conn: psycopg.Connection, job_id: str) -> None:
-    conn.execute("UPDATE jobs SET sent_at = now(), sends = sends + 1 WHERE id = %s", (job_id,))
+def mark_sent(*, conn: psycopg.Connection, job_id: str, queue: str) -> None:
+    """Record a re-send (to ``queue``, which may differ from the job's old one)."""
+    conn.execute("UPDATE jobs SET sent_at = now(), sends = sends + 1, queue = %s WHERE id = %s", (queue, job_id))

@@ -24,11 +24,6 @@ class ModelRow:
     max_seq_length: int | None
     config: dict[str, Any]
 
-    @property
-    def registered(self) -> bool:
-        """Recorded by ``embedq models add`` (rather than on first use of a bundled model)."""
-        return self.config.get("source") == "registered"
-
 
 _COLUMNS = "id, name, version, sha256, dtype, artifact_path, dimension, max_seq_length, config"
 
@@ -44,29 +39,41 @@ def upsert_model(
     config: dict[str, Any],
     dtype: str = "float32",
     kind: str = "embedding",
+    register: bool = False,
 ) -> ModelRow:
     """The row for (name, sha256, dtype), created on first use.
 
     The embedding cache is keyed by this row's id, so vectors computed in
-    another dtype (float16 on a GPU) never stand in for float32 ones.
+    another dtype (float16 on a GPU) never stand in for float32 ones. With
+    ``register`` (``embedq models add``) the row's ``registered_at`` becomes
+    now, which makes its folder the one the name resolves to.
     """
     row = conn.execute(
-        f"INSERT INTO models (name, version, kind, sha256, dtype, artifact_path, dimension, max_seq_length, config) "
-        f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        f"INSERT INTO models (name, version, kind, sha256, dtype, artifact_path, dimension, max_seq_length, config, "
+        f"registered_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END) "
         f"ON CONFLICT (name, sha256, dtype) DO UPDATE SET artifact_path = EXCLUDED.artifact_path, "
-        f"config = models.config || EXCLUDED.config RETURNING {_COLUMNS}",
-        (name, sha256[:12], kind, sha256, dtype, artifact_path, dimension, max_seq_length, Jsonb(config)),
+        f"config = models.config || EXCLUDED.config, "
+        f"registered_at = coalesce(EXCLUDED.registered_at, models.registered_at) RETURNING {_COLUMNS}",
+        (name, sha256[:12], kind, sha256, dtype, artifact_path, dimension, max_seq_length, Jsonb(config), register),
     ).fetchone()
     assert row is not None
     return ModelRow(*row)
 
 
-def find_model(*, conn: psycopg.Connection, name: str, registered: bool = False) -> ModelRow | None:
-    """The newest version recorded under ``name`` (only those from ``embedq models add`` with ``registered``)."""
+def find_model(*, conn: psycopg.Connection, name: str) -> ModelRow | None:
+    """The newest version recorded under ``name``, if any."""
     row = conn.execute(
-        f"SELECT {_COLUMNS} FROM models WHERE name = %s AND (NOT %s OR config->>'source' = 'registered') "
-        "ORDER BY created_at DESC, id DESC LIMIT 1",
-        (name, registered),
+        f"SELECT {_COLUMNS} FROM models WHERE name = %s ORDER BY created_at DESC, id DESC LIMIT 1", (name,)
+    ).fetchone()
+    return ModelRow(*row) if row else None
+
+
+def registered_model(*, conn: psycopg.Connection, name: str) -> ModelRow | None:
+    """The version last registered under ``name`` with ``embedq models add``, if any."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM models WHERE name = %s AND registered_at IS NOT NULL "
+        "ORDER BY registered_at DESC LIMIT 1",
+        (name,),
     ).fetchone()
     return ModelRow(*row) if row else None
 

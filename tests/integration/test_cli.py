@@ -42,6 +42,22 @@ def test_encode_reads_lines_and_writes_npy(eq, worker_env, st_model) -> None:
     assert shown["status"] == "succeeded" and shown["progress"] == {"done": 20, "total": 20}
 
 
+def test_encode_splits_lines_on_newlines_only(eq, worker_env) -> None:
+    lines = ["a line with a\u2028line separator", "a line with\ra carriage return", "windows ending"]
+    data = (lines[0] + "\n" + lines[1] + "\n" + lines[2] + "\r\n").encode()
+    out = embedq(["encode"], worker_env, data)
+    assert out.returncode == 0, out.stderr.decode()
+    assert np.load(io.BytesIO(out.stdout)).shape == (3, 384)
+    job_id = out.stderr.decode().split("job ", 1)[1].split()[0]
+    assert json.loads(embedq(["job", job_id], worker_env).stdout)["progress"]["total"] == 3
+
+
+def test_encode_names_the_line_that_is_not_utf8(eq, worker_env) -> None:
+    out = embedq(["encode"], worker_env, b"fine\nalso fine\nbroken \xff\n")
+    assert out.returncode == 2
+    assert "input: line 3 is not valid UTF-8" in out.stderr.decode()
+
+
 def test_encode_shows_a_progress_bar_when_asked(eq, worker_env) -> None:
     out = embedq(
         ["encode", "--progress", "--batch-size", "8"], worker_env, "\n".join(helpers.unique_texts(600)).encode()

@@ -33,6 +33,10 @@ def test_notifier_wakes_exactly_the_waiters_of_the_notified_job(database_url: st
     try:
         mine = notifier.register("job-a")
         other = notifier.register("job-b")
+        # Connecting wakes every waiter once (so each re-reads); start from quiet events.
+        helpers.wait_until(mine.is_set, what="the listener to connect")
+        mine.clear()
+        other.clear()
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("SELECT pg_notify('embedq_jobs', 'job-a')")
         assert mine.wait(timeout=10)

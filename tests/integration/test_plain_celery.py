@@ -40,6 +40,15 @@ def test_send_task_with_an_inline_request(eq, db, broker_url: str, st_model) -> 
     assert np.abs(vectors - st_model.encode(texts, normalize_embeddings=True)).max() < 1e-5
 
 
+def test_send_task_without_a_queue_lands_where_workers_listen(eq, db, broker_url: str) -> None:
+    app = Celery(broker=broker_url)
+    task_id = str(uuid.uuid4())
+    app.send_task("embedq.encode", kwargs={"request": {"texts": ["no queue named"]}}, task_id=task_id)
+    app.close()
+    row = wait_succeeded(db, task_id)
+    assert row["queue"] == "celery"
+
+
 def test_a_redelivered_inline_message_makes_no_second_job(eq, db, broker_url: str) -> None:
     app = Celery(broker=broker_url)
     task_id = str(uuid.uuid4())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 
 import psycopg
@@ -9,13 +10,17 @@ import pytest
 from celery import Celery
 
 from api_client.celery_conf import producer_app
+from api_client.routing import QUEUES
 from api_client.settings import Settings, get_settings
 from api_client.states import JobKind
 from api_client.store import jobs as jobs_store
+from api_client.store import workers as workers_store
 from tests import helpers
 from worker.sweeper import queue_depth, sweep
 
 BATCH = "embedq.cpu.batch"
+INTERACTIVE = "embedq.cpu.interactive"
+DUMMY = "00000000-0000-0000-0000-000000000000"
 
 
 @pytest.fixture
@@ -23,8 +28,8 @@ def setup(isolated_database: str, broker_url: str) -> Iterator[tuple[psycopg.Con
     settings = get_settings(helpers.worker_env(helpers.other_redis_db(broker_url), isolated_database), env_file=False)
     app = producer_app(settings)
     with app.connection_for_write() as connection:
-        connection.default_channel.queue_purge(BATCH)
-        connection.default_channel.queue_purge("embedq.cpu.interactive")
+        for queue in QUEUES:
+            connection.default_channel.queue_purge(queue)
     with psycopg.connect(isolated_database, autocommit=True) as conn:
         yield conn, app, settings
     app.close()
@@ -40,6 +45,19 @@ def job(conn: psycopg.Connection, queue: str = BATCH, **columns: object) -> str:
     return info.id
 
 
+def live_worker(conn: psycopg.Connection, *queues: str) -> None:
+    workers_store.beat(
+        conn=conn,
+        name="sweep-test@host",
+        hostname="host",
+        pid=1,
+        hardware="cpu",
+        queues=list(queues),
+        concurrency=1,
+        started_at=dt.datetime.now(dt.UTC),
+    )
+
+
 def message_ids(app: Celery, queue: str) -> list[str]:
     ids = []
     with app.connection_for_read() as connection:
@@ -48,16 +66,17 @@ def message_ids(app: Celery, queue: str) -> list[str]:
     return ids
 
 
-def test_queued_jobs_wait_while_their_queue_has_a_backlog(setup) -> None:
+def test_a_queue_holding_every_message_is_left_alone(setup) -> None:
     conn, app, settings = setup
+    live_worker(conn, BATCH, INTERACTIVE)
     stale = job(conn, sent_at="2000-01-01")
-    app.send_task("embedq.encode", kwargs={"job_id": "00000000-0000-0000-0000-000000000000"}, queue=BATCH)
+    app.send_task("embedq.encode", kwargs={"job_id": stale}, queue=BATCH, task_id=stale)
     assert queue_depth(app, BATCH) == 1
 
     report = sweep(conn=conn, app=app, settings=settings)
     assert report.resent == [] and report.skipped_backlog == [BATCH]
 
-    message_ids(app, BATCH)  # drain the backlog
+    message_ids(app, BATCH)  # the message is lost
     report = sweep(conn=conn, app=app, settings=settings)
     assert report.resent == [stale]
     assert message_ids(app, BATCH) == [stale]
@@ -65,17 +84,38 @@ def test_queued_jobs_wait_while_their_queue_has_a_backlog(setup) -> None:
     assert sweep(conn=conn, app=app, settings=settings).resent == []  # backed off now
 
 
+def test_lost_messages_are_found_under_a_steady_backlog(setup) -> None:
+    conn, app, settings = setup
+    live_worker(conn, BATCH, INTERACTIVE)
+    old, newer = job(conn, sent_at="2000-01-01"), job(conn, sent_at="2000-01-02")
+    waiting = job(conn)  # sent just now, its message in the queue
+    for job_id in (newer, waiting):
+        app.send_task("embedq.encode", kwargs={"job_id": job_id}, queue=BATCH, task_id=job_id)
+    # Three queued jobs, two messages: one is lost, and the oldest due job is sent again.
+    assert sweep(conn=conn, app=app, settings=settings).resent == [old]
+
+
 def test_a_job_whose_worker_died_is_resent_despite_a_backlog(setup) -> None:
     conn, app, settings = setup
+    live_worker(conn, BATCH, INTERACTIVE)
     for _ in range(3):
-        job(conn, sent_at="2000-01-01")  # a backlog of stale queued jobs
-    app.send_task("embedq.encode", kwargs={"job_id": "00000000-0000-0000-0000-000000000000"}, queue=BATCH)
+        app.send_task("embedq.encode", kwargs={"job_id": DUMMY}, queue=BATCH)
     lapsed = job(conn, status="running", attempts=1, lease_expires_at="2000-01-01")
+    assert sweep(conn=conn, app=app, settings=settings).resent == [lapsed]
+
+
+def test_jobs_of_a_queue_nobody_consumes_move_to_one_that_is(setup) -> None:
+    conn, app, settings = setup
+    live_worker(conn, BATCH, INTERACTIVE)  # the GPU worker went away
+    queued = job(conn, queue="embedq.gpu.batch", sent_at="2000-01-01")
+    lapsed = job(conn, queue="embedq.gpu.batch", status="running", attempts=1, lease_expires_at="2000-01-01")
     report = sweep(conn=conn, app=app, settings=settings)
-    assert report.resent == [lapsed]
+    assert sorted(report.rerouted) == sorted([queued, lapsed])
+    assert sorted(message_ids(app, BATCH)) == sorted([queued, lapsed])
+    assert helpers.job_row(conn, queued)["queue"] == BATCH
 
 
-def test_out_of_attempts_fails_and_undeclared_queues_fall_back(setup) -> None:
+def test_out_of_attempts_fails_and_unknown_queues_fall_back(setup) -> None:
     conn, app, settings = setup
     exhausted = job(conn, status="running", attempts=3, lease_expires_at="2000-01-01")
     odd = job(conn, queue="someone.elses.queue", sent_at="2000-01-01")
@@ -83,7 +123,7 @@ def test_out_of_attempts_fails_and_undeclared_queues_fall_back(setup) -> None:
     assert report.failed == [exhausted]
     assert helpers.job_row(conn, exhausted)["error"]["type"] == "AttemptsExhausted"
     assert report.resent == [odd]
-    assert message_ids(app, "embedq.cpu.interactive") == [odd]
+    assert message_ids(app, INTERACTIVE) == [odd]
 
 
 def test_one_sweeper_at_a_time(setup, isolated_database: str) -> None:

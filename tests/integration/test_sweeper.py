@@ -62,4 +62,4 @@ def test_sweep_command_reports_what_it_did(eq, db, worker_env, monkeypatch, caps
         monkeypatch.setenv(key, value)
     assert main(["sweep"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"locked", "resent", "failed", "skipped_backlog"}
+    assert set(report) == {"locked", "resent", "rerouted", "failed", "skipped_backlog"}

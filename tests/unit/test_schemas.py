@@ -112,3 +112,19 @@ def test_nul_in_string_options_is_refused(field: str) -> None:
 
 def test_hub_ids_of_bundled_models_become_their_short_name() -> None:
     assert parse(model="sentence-transformers/all-MiniLM-L6-v2").model == "all-MiniLM-L6-v2"
+
+
+def test_text_that_is_not_valid_unicode_is_refused() -> None:
+    with pytest.raises(BadRequest, match=r"texts\[1\]: the text is not valid Unicode"):
+        parse_encode_request({"texts": ["fine", "broken \ud800"]}, LIMITS)
+
+
+def test_odd_option_names_are_shown_escaped() -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse(**{"bad\x00key": 1})
+    assert caught.value.message.startswith("'bad\\x00key': unknown option")
+
+
+def test_the_prompt_counts_against_the_text_limit() -> None:
+    with pytest.raises(LimitExceeded, match="prompt: 21 characters is over the limit of 20"):
+        parse(prompt="p" * 21)
