@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
@@ -41,6 +41,8 @@ from api_client.store import workers as workers_store
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 RECHECK_SECONDS = 5.0
 """Even without a notification, a waiter re-reads its job this often."""
 
@@ -60,7 +62,6 @@ class EmbedQ:
             max_size=8,
             open=True,
             name="embedq-client",
-            check=ConnectionPool.check_connection,  # a pooled connection that died with the server is replaced
             timeout=settings.connect_timeout,
         )
         self._producer = producer_app(settings)
@@ -74,16 +75,24 @@ class EmbedQ:
         """A client from ``EMBEDQ_*`` variables, else ``EMBEDQ_ENV_FILE``, else ``.embedq/env``."""
         return cls(get_settings(environ))
 
-    @contextmanager
-    def _db(self) -> Iterator[psycopg.Connection]:
-        """A pooled connection; database failures surface as ``DatabaseUnavailable``."""
-        try:
-            with self._pool.connection() as conn:
-                yield conn
-        except PoolTimeout as exc:
-            raise DatabaseUnavailable(f"PostgreSQL: {self._why_unreachable() or exc}") from exc
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(f"PostgreSQL: {exc}".strip()) from exc
+    def _run(self, operation: Callable[[psycopg.Connection], T]) -> T:
+        """``operation(conn)`` on a pooled connection; failures surface as ``DatabaseUnavailable``.
+
+        Every client operation is idempotent (job ids are chosen before the
+        insert), so one that fails on a connection that died with its server,
+        after a PostgreSQL restart, is run once more on a fresh connection.
+        """
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection() as conn:
+                    return operation(conn)
+            except PoolTimeout as exc:
+                raise DatabaseUnavailable(f"PostgreSQL: {self._why_unreachable() or exc}") from exc
+            except psycopg.OperationalError as exc:
+                if attempt == 2:
+                    raise DatabaseUnavailable(f"PostgreSQL: {exc}".strip()) from exc
+                self._pool.check()  # drop the other pooled connections that died too
+        raise AssertionError("unreachable")
 
     def _why_unreachable(self) -> str | None:
         """The driver's own reason a new connection fails now, for the error message."""
@@ -147,8 +156,9 @@ class EmbedQ:
             hardware=hardware,
             thresholds=thresholds(self.settings),
         )
-        with self._db() as conn:
-            info, created = jobs_store.create_job(
+        job_id = str(uuid.uuid4())  # chosen here, so a retried insert finds its own row
+        info, created = self._run(
+            lambda conn: jobs_store.create_job(
                 conn=conn,
                 kind=JobKind.ENCODE,
                 queue=queue,
@@ -156,26 +166,26 @@ class EmbedQ:
                 total=len(request.texts),
                 max_attempts=self.settings.max_attempts,
                 idempotency_key=idempotency_key,
+                job_id=job_id,
             )
+        )
         if created or info.status == JobStatus.QUEUED:
             self._send(info.id, JobKind.ENCODE, info.queue)
         return Job(self, info.id)
 
     def job(self, job_id: str) -> Job:
         """The job with this id (``JobNotFound`` if there is none)."""
-        with self._db() as conn:
-            info = jobs_store.get_job(conn=conn, job_id=str(job_id))
-        return Job(self, info.id)
+        return Job(self, self._info(str(job_id)).id)
 
     def jobs(self, *, status: JobStatus | str | None = None, limit: int = 20) -> list[JobInfo]:
         """The newest jobs, optionally only those in one status."""
-        with self._db() as conn:
-            return jobs_store.list_jobs(conn=conn, status=JobStatus(status) if status else None, limit=limit)
+        return self._run(
+            lambda conn: jobs_store.list_jobs(conn=conn, status=JobStatus(status) if status else None, limit=limit)
+        )
 
     def models(self) -> list[str]:
         """Model names a job may ask for: the bundled ones and every registered one."""
-        with self._db() as conn:
-            return sorted(set(catalog.BUNDLED) | set(models_store.model_names(conn=conn)))
+        return sorted(set(catalog.BUNDLED) | set(self._run(lambda conn: models_store.model_names(conn=conn))))
 
     def _send(self, job_id: str, kind: JobKind, queue: str) -> None:
         try:
@@ -186,8 +196,7 @@ class EmbedQ:
     def _check_model(self, request: EncodeRequest) -> None:
         if request.model in catalog.BUNDLED and request.truncate_dim is None and request.prompt_name is None:
             return
-        with self._db() as conn:
-            row = models_store.find_model(conn=conn, name=request.model)
+        row = self._run(lambda conn: models_store.find_model(conn=conn, name=request.model))
         if row is None and request.model not in catalog.BUNDLED:
             known = ", ".join(self.models())
             raise UnknownModel(
@@ -215,19 +224,16 @@ class EmbedQ:
             checked_at, alive = self._gpu_checked
             if time.monotonic() - checked_at < 10.0:
                 return alive
-            with self._db() as conn:
-                alive = workers_store.gpu_alive(conn=conn, within=self.settings.worker_alive)
+            alive = self._run(lambda conn: workers_store.gpu_alive(conn=conn, within=self.settings.worker_alive))
             self._gpu_checked = (time.monotonic(), alive)
             return alive
 
     # Used by Job.
     def _info(self, job_id: str) -> JobInfo:
-        with self._db() as conn:
-            return jobs_store.get_job(conn=conn, job_id=job_id)
+        return self._run(lambda conn: jobs_store.get_job(conn=conn, job_id=job_id))
 
     def _cancel(self, job_id: str) -> JobInfo:
-        with self._db() as conn:
-            return jobs_store.cancel_job(conn=conn, job_id=job_id)
+        return self._run(lambda conn: jobs_store.cancel_job(conn=conn, job_id=job_id))
 
     def _wait(self, job_id: str, timeout: float | None) -> JobInfo:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -250,16 +256,17 @@ class EmbedQ:
 
     def _vectors(self, info: JobInfo) -> np.ndarray:
         summary: dict[str, Any] = info.result or {}
-        with self._db() as conn:
+
+        def read(conn: psycopg.Connection) -> tuple[np.ndarray, np.ndarray | None]:
             raw = embeddings_store.read_job_vectors(conn=conn, job_id=info.id, count=summary["count"])
-            ranges = None
-            if summary["precision"] in ("int8", "uint8"):
-                ranges = models_store.get_ranges(
-                    conn=conn,
-                    model_id=summary["model_id"],
-                    dimension=summary["dimension"],
-                    normalized=summary["normalize"],
-                )
+            if summary["precision"] not in ("int8", "uint8"):
+                return raw, None
+            ranges = models_store.get_ranges(
+                conn=conn, model_id=summary["model_id"], dimension=summary["dimension"], normalized=summary["normalize"]
+            )
+            return raw, ranges
+
+        raw, ranges = self._run(read)
         vectors = truncate_and_normalize(raw, truncate_dim=summary["truncate_dim"], normalize=summary["normalize"])
         return quantize(vectors, summary["precision"], ranges)
 

@@ -108,7 +108,7 @@ def test_a_registered_model_folder_serves_jobs(eq, worker_env, st_model) -> None
     vectors = job.result(timeout=60)
     assert np.abs(vectors - st_model.encode(texts)).max() < 1e-5
     # Same files as the bundled model, but its own name, version row and cache; the bundled row is untouched.
-    with eq._db() as conn:
+    with eq._pool.connection() as conn:
         name, source = conn.execute(
             "SELECT name, config->>'source' FROM models WHERE id = %s", (job.info().result["model_id"],)
         ).fetchone()

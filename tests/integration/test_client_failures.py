@@ -41,3 +41,16 @@ def test_the_command_line_says_so_without_a_traceback(broker_url: str) -> None:
     assert out.stderr.startswith("embedq: DatabaseUnavailable: PostgreSQL: connection failed:"), out.stderr
     assert "127.0.0.1" in out.stderr and "port 1" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_pooled_connections_that_died_with_the_server_are_replaced(settings, session_worker, db) -> None:
+    with EmbedQ(settings) as eq:
+        job = eq.encode(helpers.unique_texts(2))
+        job.result(timeout=60)
+        # As after a PostgreSQL restart: every connection the client holds is gone.
+        killed = db.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'embedq-client'"
+        ).fetchone()[0]
+        assert killed >= 1
+        assert eq.job(job.id).result(timeout=60).shape == (2, 384)
+        assert eq.encode(["after the restart"]).result(timeout=60).shape == (1, 384)
