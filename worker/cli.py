@@ -270,7 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser(
-        "worker", help="run a worker", description="Run a Celery worker on the queues embedq.<hardware>.<lane>."
+        "worker",
+        help="run a worker",
+        description="Run a Celery worker on the queues embedq.<hardware>.<lane> (and Celery's default queue "
+        "'celery'), with the heartbeat and the sweeper in its main process.",
     )
     p.add_argument("--hardware", default="auto", choices=("auto", "cpu", "gpu"), help="hardware class (default auto)")
     p.add_argument("--lanes", default=",".join(LANES), help="comma-separated lanes (default interactive,batch)")
