@@ -54,10 +54,6 @@ class EncodeRequest(EncodeOptions):
 
     texts: list[str]
 
-    def options(self) -> dict[str, Any]:
-        """Everything but the texts, as JSON-ready values."""
-        return self.model_dump(exclude={"texts"})
-
 
 def _option_error(exc: ValidationError) -> BadRequest:
     first = exc.errors()[0]

@@ -135,13 +135,6 @@ def list_jobs(*, conn: psycopg.Connection, status: JobStatus | None = None, limi
     return [_info(row) for row in rows]
 
 
-def get_request(*, conn: psycopg.Connection, job_id: str) -> dict[str, Any]:
-    row = conn.execute("SELECT request FROM jobs WHERE id = %s", (job_id,)).fetchone()
-    if row is None:
-        raise JobNotFound(f"no job {job_id}", detail={"job_id": job_id})
-    return dict(row[0])
-
-
 def cancel_job(*, conn: psycopg.Connection, job_id: str) -> JobInfo:
     """Cancel a queued or running job; a finished job is returned unchanged."""
     row = conn.execute(

@@ -15,7 +15,7 @@ def parse(**request: object):
 def test_defaults_match_sentence_transformers() -> None:
     request = parse()
     assert request.texts == ["a text"]
-    assert request.options() == {
+    assert request.model_dump(exclude={"texts"}) == {
         "model": "all-MiniLM-L6-v2",
         "normalize": False,
         "batch_size": 32,
