@@ -34,6 +34,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         broker_url = broker_url or start_valkey(base, stack)
         database_url = database_url or start_postgres(base, stack)
         helpers.require_reachable(broker_url, database_url)
+        helpers.flush_redis(broker_url)  # no messages left over from an earlier run
         yield broker_url, database_url
 
 

@@ -56,6 +56,18 @@ def require_reachable(broker_url: str, database_url: str) -> None:
         conn.ensure_connection(max_retries=2)
 
 
+def flush_redis(broker_url: str) -> None:
+    """Empty the test broker's Redis databases (this one and ``other_redis_db``) before any worker starts."""
+    if not broker_url.startswith(("redis://", "rediss://")):
+        return
+    import redis
+
+    for url in (broker_url, other_redis_db(broker_url)):
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+
+
 def start_worker(env: dict[str, str], database_url: str, name: str, log: Path, **kwargs: Any) -> subprocess.Popen:
     """A worker subprocess that is consuming when this returns; its output goes to ``log``."""
     from worker.stack import spawn_worker, wait_ready
