@@ -8,7 +8,10 @@ job's ``Job.result()`` raises what the worker raised::
     EmbedQError
      ├── PermanentError                 retriable = False: retrying cannot help
      │    ├── BadRequest                 malformed input or options
-     │    │    └── LimitExceeded         a configured limit (texts, characters)
+     │    │    ├── LimitExceeded         a configured limit (texts, characters)
+     │    │    ├── QueueNotFound         a queue name that is not in the queue table
+     │    │    └── WrongKind             a message whose task does not match its job's kind
+     │    ├── NotConfigured              no server URLs in the environment or env file
      │    ├── UnknownModel               no such model, or it cannot be loaded
      │    ├── JobNotFound                no job with that id
      │    ├── IdempotencyConflict        key reused with a different request
@@ -67,6 +70,18 @@ class BadRequest(PermanentError):
 
 class LimitExceeded(BadRequest):
     """The request breaks a configured limit; ``detail`` names the limit."""
+
+
+class QueueNotFound(BadRequest):
+    """A queue name that is not in the queue table."""
+
+
+class WrongKind(BadRequest):
+    """A message was sent to the task of another job kind than its job row's."""
+
+
+class NotConfigured(PermanentError):
+    """``EMBEDQ_BROKER_URL`` / ``EMBEDQ_DATABASE_URL`` are set neither in the environment nor in an env file."""
 
 
 class UnknownModel(PermanentError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from api_client.errors import BadRequest
+from api_client.errors import QueueNotFound
 from api_client.states import JobKind
 
 Hardware = Literal["cpu", "gpu"]
@@ -20,10 +20,6 @@ HARDWARE: tuple[Hardware, ...] = ("cpu", "gpu")
 LANES: tuple[Lane, ...] = ("interactive", "batch")
 
 QUEUES: tuple[str, ...] = tuple(f"embedq.{hw}.{lane}" for hw in HARDWARE for lane in LANES)
-
-
-class QueueNotFound(BadRequest):
-    """A queue name that is not in the queue table."""
 
 
 def queue_name(hardware: str, lane: str) -> str:
