@@ -15,6 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api_client.errors import NotConfigured
+
 ENV_PREFIX = "EMBEDQ_"
 
 
@@ -73,7 +75,7 @@ class Settings(BaseModel):
         return self
 
     def require_urls(self) -> tuple[str, str]:
-        """Both server URLs, or a ``RuntimeError`` that says how to get them."""
+        """Both server URLs, or ``NotConfigured`` that says how to get them."""
         missing = [
             name
             for name, value in (("EMBEDQ_BROKER_URL", self.broker_url), ("EMBEDQ_DATABASE_URL", self.database_url))
@@ -84,18 +86,19 @@ class Settings(BaseModel):
         return self.broker_url, self.database_url
 
     def require_database(self) -> str:
-        """The database URL, or a ``RuntimeError`` that says how to get it."""
+        """The database URL, or ``NotConfigured`` that says how to get it."""
         if not self.database_url:
             raise self._not_configured(["EMBEDQ_DATABASE_URL"])
         return self.database_url
 
-    def _not_configured(self, missing: list[str]) -> RuntimeError:
-        path = self.env_file or self.data_dir / "env"
+    def _not_configured(self, missing: list[str]) -> NotConfigured:
+        path = (self.env_file or self.data_dir / "env").absolute()
         where = f"the env file {path}" if path.is_file() else f"{path} (no such file)"
-        return RuntimeError(
+        return NotConfigured(
             f"{' and '.join(missing)} not set, neither in the environment nor in {where}: set "
             f"{'them' if len(missing) > 1 else 'it'}, point EMBEDQ_ENV_FILE at the env file `embedq up` writes, "
-            "or run `embedq up`"
+            "or run `embedq up`",
+            detail={"missing": missing, "env_file": str(path)},
         )
 
 

