@@ -1,4 +1,4 @@
-"""A progress bar on stderr while the command line waits for a job."""
+"""The progress bar on stderr while `embedq encode` waits for its job."""
 
 from __future__ import annotations
 
