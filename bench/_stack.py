@@ -116,11 +116,29 @@ def service(*, clean: bool = True, threads: int | None = None) -> Iterator[Embed
 # ---------------------------------------------------------------- data and the direct baseline
 
 
+DATA_FILES = """\
+  corpus/sgd_user.txt, corpus/sgd_system.txt  one text a line: the user and system utterances of the
+      Schema-Guided Dialogue dataset (google-research-datasets/dstc8-schema-guided-dialogue, CC BY-SA 4.0)
+  stsb/test.tsv  `score<TAB>sentence1<TAB>sentence2` with a header line: the English STS Benchmark
+      test split (e.g. PhilipMay/stsb-multi-mt, data/stsb-en-test.csv)"""
+
+
+def data_file(*parts: str) -> Path:
+    """A file of the benchmark data folder; exits naming ``EMBEDQ_BENCH_DATA`` and the expected files when absent."""
+    path = DATA.joinpath(*parts)
+    if not path.is_file():
+        raise SystemExit(
+            f"benchmark data not found: {path}\n"
+            f"Set EMBEDQ_BENCH_DATA to a folder holding (default: {REPO.parent / 'shared' / 'data'}):\n{DATA_FILES}"
+        )
+    return path
+
+
 def load_texts(n: int, offset: int = 0) -> list[str]:
     """``n`` distinct corpus texts (SGD user utterances, then system ones), from ``offset``."""
     seen: dict[str, None] = {}
     for name in ("sgd_user.txt", "sgd_system.txt"):
-        seen.update(dict.fromkeys(line for line in (DATA / "corpus" / name).read_text().splitlines() if line))
+        seen.update(dict.fromkeys(line for line in data_file("corpus", name).read_text().splitlines() if line))
     texts = list(seen)[offset : offset + n]
     if len(texts) < n:
         raise SystemExit(f"the corpus has only {len(seen)} distinct texts; asked for {n} from offset {offset}")
@@ -129,7 +147,7 @@ def load_texts(n: int, offset: int = 0) -> list[str]:
 
 def load_sts(split: str = "test") -> tuple[np.ndarray, list[str], list[str]]:
     """``(gold scores, sentences1, sentences2)`` of an STS Benchmark split."""
-    rows = [line.split("\t") for line in (DATA / "stsb" / f"{split}.tsv").read_text().splitlines()[1:]]
+    rows = [line.split("\t") for line in data_file("stsb", f"{split}.tsv").read_text().splitlines()[1:]]
     return np.array([float(r[0]) for r in rows]), [r[1] for r in rows], [r[2] for r in rows]
 
 

