@@ -137,7 +137,10 @@ def test_a_job_can_be_found_again_by_id(eq: EmbedQ) -> None:
 def test_prompt_name_resolves_like_the_library(eq: EmbedQ, st_model) -> None:
     texts = helpers.unique_texts(4)
     ours = eq.encode(texts, prompt_name="query").result(timeout=60)
-    np.testing.assert_array_equal(ours, st_model.encode(texts, prompt_name="query"))
+    direct = st_model.encode(texts, prompt_name="query")
+    assert ours.shape == direct.shape
+    # Within float32 noise: the worker runs torch on 1 thread, this process on all cores.
+    assert np.abs(ours - direct).max() < 1e-5
 
 
 def test_hub_style_name_of_a_bundled_model_shares_its_cache(eq: EmbedQ, db) -> None:
