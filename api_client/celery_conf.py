@@ -8,11 +8,12 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
+from api_client.errors import BadRequest
+from api_client.kinds import BY_TASK
 from api_client.routing import QUEUES, Thresholds, route
+from api_client.schemas import Limits
 from api_client.settings import Settings
-from api_client.states import JobKind
 
-TASK_NAMES = {JobKind.ENCODE: "embedq.encode"}
 DEFAULT_QUEUE = "embedq.cpu.interactive"
 PLAIN_QUEUE = "celery"
 """Celery's own default queue: where a plain ``Celery(broker=...).send_task`` without ``queue=`` lands.
@@ -20,23 +21,39 @@ Workers consume it too (``embedq worker --no-plain-queue`` turns that off)."""
 
 
 def route_message(
-    name: str, _args: Any, kwargs: Any, _options: Any, _task: Any = None, *, thresholds: Thresholds, **_: Any
+    name: str,
+    _args: Any,
+    kwargs: Any,
+    _options: Any,
+    _task: Any = None,
+    *,
+    thresholds: Thresholds,
+    limits: Limits,
+    **_: Any,
 ) -> dict | None:
-    """Celery router for messages sent without a queue (``celery call``, ``send_task`` from our app).
+    """Celery router for inline requests sent without a queue (``celery -A worker.app call``).
 
-    Inline requests are routed by size; anything unreadable goes to the
-    default queue, where the worker rejects it with a recorded error.
+    An inline request of a known kind is routed by its size, as the client
+    routes it (on CPU: this router cannot see the fleet; the sweeper moves a
+    job off a queue no live worker consumes). Anything unreadable goes to the
+    default queue, where the worker refuses it with a recorded error.
     """
-    if name != TASK_NAMES[JobKind.ENCODE]:
+    spec = BY_TASK.get(name)
+    if spec is None:
         return None
-    request = kwargs.get("request") if isinstance(kwargs, dict) else None
-    texts = request.get("texts") if isinstance(request, dict) else None
-    if not isinstance(texts, list):
+    try:
+        request = spec.parse(kwargs.get("request") if isinstance(kwargs, dict) else None, limits)
+    except BadRequest:
         return {"queue": DEFAULT_QUEUE}
-    n_chars = sum(len(text) for text in texts if isinstance(text, str))
-    return {
-        "queue": route(kind=JobKind.ENCODE, n_items=len(texts), n_chars=n_chars, gpu_alive=False, thresholds=thresholds)
-    }
+    n_items, n_chars = spec.size(request)
+    queue = route(
+        n_items=n_items,
+        n_chars=n_chars,
+        gpu_alive=False,
+        thresholds=thresholds,
+        small_is_interactive=spec.small_is_interactive,
+    )
+    return {"queue": queue}
 
 
 def thresholds(settings: Settings) -> Thresholds:
@@ -67,7 +84,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         ],
         "task_default_queue": DEFAULT_QUEUE,
         "task_create_missing_queues": False,
-        "task_routes": (partial(route_message, thresholds=thresholds(settings)),),
+        "task_routes": (partial(route_message, thresholds=thresholds(settings), limits=Limits.of(settings)),),
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
     }

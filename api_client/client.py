@@ -13,12 +13,12 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from api_client import catalog
-from api_client.celery_conf import TASK_NAMES, producer_app, thresholds
+from api_client import catalog, submit
+from api_client.backoff import compute_backoff
+from api_client.celery_conf import producer_app, thresholds
 from api_client.db import libpq_url
 from api_client.errors import (
     BadRequest,
@@ -28,13 +28,12 @@ from api_client.errors import (
     UnknownModel,
     from_record,
 )
+from api_client.kinds import KINDS
 from api_client.notify import Notifier
-from api_client.postprocess import quantize, truncate_and_normalize
 from api_client.routing import route
-from api_client.schemas import DEFAULT_MODEL, EncodeRequest, JobInfo, Limits, parse_encode_request
+from api_client.schemas import DEFAULT_MODEL, JobInfo, Limits
 from api_client.settings import Settings, get_settings
 from api_client.states import JobKind, JobStatus
-from api_client.store import embeddings as embeddings_store
 from api_client.store import jobs as jobs_store
 from api_client.store import models as models_store
 from api_client.store import workers as workers_store
@@ -127,16 +126,23 @@ class EmbedQ:
         idempotency_key: str | None = None,
         lane: str | None = None,
         hardware: str | None = None,
+        normalize_embeddings: bool | None = None,
     ) -> Job:
-        """Queue an encode job and return it at once.
+        """Queue an encode job and return it at once; ``result()`` gives the vectors in input order.
 
-        Options are those of ``SentenceTransformer.encode``. Bad input raises
+        Options are those of ``SentenceTransformer.encode`` (``normalize_embeddings``,
+        the library's name, is accepted for ``normalize``). Bad input raises
         ``BadRequest``/``LimitExceeded``/``UnknownModel`` before anything is
         queued. With an ``idempotency_key`` already used for the same request,
-        the existing job is returned.
+        the existing job is returned. ``lane`` (``"interactive"`` or
+        ``"batch"``) and ``hardware`` (``"cpu"`` or ``"gpu"``) override the
+        router's choice; a GPU is used only while a GPU worker is alive. A job
+        of more than ``chunk_size`` texts runs as chunk jobs that any worker takes.
         """
+        if normalize_embeddings is not None:
+            normalize = normalize or normalize_embeddings
         raw = {
-            "texts": list(texts) if isinstance(texts, list | tuple) else texts,
+            "texts": _listed(texts),
             "model": model,
             "normalize": normalize,
             "batch_size": batch_size,
@@ -145,33 +151,106 @@ class EmbedQ:
             "prompt_name": prompt_name,
             "prompt": prompt,
         }
-        request = parse_encode_request(raw, self.limits)
+        return self._submit(JobKind.ENCODE, raw, idempotency_key=idempotency_key, lane=lane, hardware=hardware)
+
+    def similarity(
+        self,
+        queries: Sequence[str],
+        texts: Sequence[str],
+        *,
+        model: str = DEFAULT_MODEL,
+        metric: str = "cosine",
+        pairwise: bool = False,
+        batch_size: int = 32,
+        idempotency_key: str | None = None,
+        lane: str | None = None,
+        hardware: str | None = None,
+    ) -> Job:
+        """Queue a similarity job; ``result()`` is float32 ``[len(queries), len(texts)]``, or ``[n]`` when pairwise.
+
+        Scores equal ``SentenceTransformer.similarity`` (``similarity_pairwise``
+        with ``pairwise=True``) with ``metric`` as the model's similarity
+        function: ``cosine``, ``dot``, ``euclidean`` or ``manhattan``. Texts
+        already encoded by this model version cost no forward pass.
+        """
+        raw = {
+            "queries": _listed(queries),
+            "texts": _listed(texts),
+            "model": model,
+            "metric": metric,
+            "pairwise": pairwise,
+            "batch_size": batch_size,
+        }
+        return self._submit(JobKind.SIMILARITY, raw, idempotency_key=idempotency_key, lane=lane, hardware=hardware)
+
+    def paraphrases(
+        self,
+        texts: Sequence[str],
+        *,
+        threshold: float | None = None,
+        top_k: int = 100,
+        max_pairs: int = 500_000,
+        model: str = DEFAULT_MODEL,
+        metric: str = "cosine",
+        batch_size: int = 32,
+        idempotency_key: str | None = None,
+        lane: str | None = None,
+        hardware: str | None = None,
+    ) -> Job:
+        """Queue a paraphrase-mining job; ``result()`` is ``[(score, i, j), ...]``, best first.
+
+        The pairs are those of ``sentence_transformers.util.paraphrase_mining``
+        with the same ``top_k`` and ``max_pairs``, then only those scoring at
+        least ``threshold`` (when given).
+        """
+        raw = {
+            "texts": _listed(texts),
+            "threshold": threshold,
+            "top_k": top_k,
+            "max_pairs": max_pairs,
+            "model": model,
+            "metric": metric,
+            "batch_size": batch_size,
+        }
+        return self._submit(JobKind.PARAPHRASES, raw, idempotency_key=idempotency_key, lane=lane, hardware=hardware)
+
+    def _submit(
+        self,
+        kind: JobKind,
+        raw: dict[str, Any],
+        *,
+        idempotency_key: str | None,
+        lane: str | None,
+        hardware: str | None,
+    ) -> Job:
+        """Validate, route, record and send a job of ``kind``."""
+        spec = KINDS[kind]
+        request = spec.parse(raw, self.limits)
         self._check_model(request)
+        n_items, n_chars = spec.size(request)
         queue = route(
-            kind=JobKind.ENCODE,
-            n_items=len(request.texts),
-            n_chars=sum(len(text) for text in request.texts),
+            n_items=n_items,
+            n_chars=n_chars,
             gpu_alive=self._gpu_alive(),
             lane=lane,
             hardware=hardware,
             thresholds=thresholds(self.settings),
+            small_is_interactive=spec.small_is_interactive,
         )
         job_id = str(uuid.uuid4())  # chosen here, so a retried insert finds its own row
-        info, created = self._run(
-            lambda conn: jobs_store.create_job(
+        created = self._run(
+            lambda conn: submit.record(
                 conn=conn,
-                kind=JobKind.ENCODE,
+                spec=spec,
+                request=request,
                 queue=queue,
-                request=request.model_dump(),
-                total=len(request.texts),
-                max_attempts=self.settings.max_attempts,
+                settings=self.settings,
                 idempotency_key=idempotency_key,
                 job_id=job_id,
             )
         )
-        if created or info.status == JobStatus.QUEUED:
-            self._send(info.id, JobKind.ENCODE, info.queue)
-        return Job(self, info.id)
+        submit.send(self._producer, created)
+        return Job(self, created.info.id)
 
     def job(self, job_id: str) -> Job:
         """The job with this id (``JobNotFound`` if there is none)."""
@@ -187,16 +266,12 @@ class EmbedQ:
         """Model names a job may ask for: the bundled ones and every registered one."""
         return sorted(set(catalog.BUNDLED) | set(self._run(lambda conn: models_store.model_names(conn=conn))))
 
-    def _send(self, job_id: str, kind: JobKind, queue: str) -> None:
-        try:
-            self._producer.send_task(TASK_NAMES[kind], kwargs={"job_id": job_id}, queue=queue, task_id=job_id)
-        except Exception as exc:  # the row is committed: the sweeper re-sends it once the broker is back
-            log.warning("job %s is recorded but its message could not be sent (%s); it will be re-sent", job_id, exc)
-
-    def _check_model(self, request: EncodeRequest) -> None:
-        if request.model in catalog.BUNDLED and request.truncate_dim is None and request.prompt_name is None:
+    def _check_model(self, request: Any) -> None:
+        truncate_dim = getattr(request, "truncate_dim", None)
+        prompt_name = getattr(request, "prompt_name", None)
+        if request.model in catalog.BUNDLED and truncate_dim is None and prompt_name is None:
             return
-        row = self._run(lambda conn: models_store.find_model(conn=conn, name=request.model))
+        row = self._run(lambda conn: models_store.resolve_model(conn=conn, name=request.model))
         if row is None and request.model not in catalog.BUNDLED:
             known = ", ".join(self.models())
             raise UnknownModel(
@@ -206,15 +281,15 @@ class EmbedQ:
             )
         if row is None:
             return  # a bundled model not used yet: the worker checks the rest
-        if request.truncate_dim is not None and row.dimension and request.truncate_dim > row.dimension:
+        if truncate_dim is not None and row.dimension and truncate_dim > row.dimension:
             raise BadRequest(
-                f"truncate_dim: {request.truncate_dim} is more than the model's dimension {row.dimension}",
+                f"truncate_dim: {truncate_dim} is more than the model's dimension {row.dimension}",
                 detail={"field": "truncate_dim", "max": row.dimension},
             )
         prompts = row.config.get("prompts") or {}
-        if request.prompt_name is not None and request.prompt_name not in prompts:
+        if prompt_name is not None and prompt_name not in prompts:
             raise BadRequest(
-                f"prompt_name: model {request.model!r} has no prompt {request.prompt_name!r} "
+                f"prompt_name: model {request.model!r} has no prompt {prompt_name!r} "
                 f"(its prompts: {', '.join(sorted(prompts)) or 'none'})",
                 detail={"field": "prompt_name"},
             )
@@ -236,39 +311,47 @@ class EmbedQ:
         return self._run(lambda conn: jobs_store.cancel_job(conn=conn, job_id=job_id))
 
     def _wait(self, job_id: str, timeout: float | None) -> JobInfo:
+        """Sleep on the job's notification until it is finished.
+
+        A database that goes away meanwhile (a restart) is waited for until
+        the caller's own ``timeout``, re-reading with backoff; only then does
+        its ``DatabaseUnavailable`` reach the caller.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         event = self._notifier.register(job_id, timeout=10.0 if timeout is None else min(10.0, timeout))
+        failures = 0
         try:
             while True:
-                info = self._info(job_id)
-                if info.status.terminal:
+                try:
+                    info: JobInfo | None = self._info(job_id)
+                    failures = 0
+                except DatabaseUnavailable as exc:
+                    failures += 1
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+                    log.warning("waiting for job %s: %s; retrying", job_id, exc.message)
+                    info = None
+                if info is not None and info.status.terminal:
                     return info
                 remaining = RECHECK_SECONDS if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 and info is not None:
                     raise JobTimeout(
                         f"job {job_id} is still {info.status} after {timeout}s "
                         f"({info.progress[0]}/{info.progress[1]} done); it keeps running"
                     )
-                event.wait(min(remaining, RECHECK_SECONDS))
+                pause = min(RECHECK_SECONDS, compute_backoff(failures)) if failures else RECHECK_SECONDS
+                event.wait(max(0.0, min(remaining, pause)))
                 event.clear()
         finally:
             self._notifier.unregister(job_id, event)
 
-    def _vectors(self, info: JobInfo) -> np.ndarray:
-        summary: dict[str, Any] = info.result or {}
+    def _result(self, info: JobInfo) -> Any:
+        return self._run(lambda conn: KINDS[info.kind].read_result(conn, info))
 
-        def read(conn: psycopg.Connection) -> tuple[np.ndarray, np.ndarray | None]:
-            raw = embeddings_store.read_job_vectors(conn=conn, job_id=info.id, count=summary["count"])
-            if summary["precision"] not in ("int8", "uint8"):
-                return raw, None
-            ranges = models_store.get_ranges(
-                conn=conn, model_id=summary["model_id"], dimension=summary["dimension"], normalized=summary["normalize"]
-            )
-            return raw, ranges
 
-        raw, ranges = self._run(read)
-        vectors = truncate_and_normalize(raw, truncate_dim=summary["truncate_dim"], normalize=summary["normalize"])
-        return quantize(vectors, summary["precision"], ranges)
+def _listed(texts: Any) -> Any:
+    """A list from a list or tuple; anything else as it is, for the validator to name."""
+    return list(texts) if isinstance(texts, list | tuple) else texts
 
 
 class Job:
@@ -306,8 +389,9 @@ class Job:
         """Cancel the job if it is queued or running; returns the status after the attempt."""
         return self._client._cancel(self.id).status
 
-    def result(self, timeout: float | None = None) -> np.ndarray:
-        """The job's output: float32 ``[n, dim]`` (or int8/uint8 by precision), in input order.
+    def result(self, timeout: float | None = None) -> Any:
+        """The job's output, by kind: encode, the vectors ``[n, dim]`` (float32, or as its precision) in
+        input order; similarity, the float32 scores; paraphrases, ``[(score, i, j), ...]`` best first.
 
         Raises the job's typed error if it failed, ``JobCancelled`` if it was
         cancelled, ``JobTimeout`` if ``timeout`` passes first.
@@ -317,4 +401,4 @@ class Job:
             raise from_record(info.error or {"type": "InternalError", "message": "failed without an error record"})
         if info.status == JobStatus.CANCELLED:
             raise JobCancelled(f"job {self.id} was cancelled", detail={"job_id": self.id})
-        return self._client._vectors(info)
+        return self._client._result(info)

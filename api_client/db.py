@@ -29,6 +29,13 @@ def connect(url: str, *, application_name: str = APPLICATION_NAME) -> psycopg.Co
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
 
 
+def reopen(conn: psycopg.Connection | None, url: str, *, application_name: str) -> psycopg.Connection:
+    """``conn`` while it is usable, else a new autocommit connection (after a restart, a network cut)."""
+    if conn is None or conn.closed or conn.broken:
+        return connect(url, application_name=application_name)
+    return conn
+
+
 def has_pgvector(conn: psycopg.Connection) -> bool:
     """Whether the server can provide the ``vector`` extension."""
     row = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone()

@@ -23,7 +23,8 @@ job's ``Job.result()`` raises what the worker raised::
           ├── BrokerUnavailable          Redis / RabbitMQ could not be reached
           ├── DatabaseUnavailable        PostgreSQL could not be reached
           ├── OutOfMemory                the model ran out of memory
-          └── WorkerLost                 the worker died or lost its lease
+          ├── WorkerLost                 the worker died or lost its lease
+          └── TimeLimitRetried           a task ran past its time limit after making progress
 
 ``JobTimeout`` is not a job error: it is raised by ``Job.wait()`` and
 ``Job.result()`` when the caller's own timeout passes first (the job keeps
@@ -126,6 +127,10 @@ class OutOfMemory(RetriableError):
 
 class WorkerLost(RetriableError):
     """The worker running the job died or lost its lease."""
+
+
+class TimeLimitRetried(RetriableError):
+    """A task ran past its soft time limit after making progress: it is retried and resumes from the cache."""
 
 
 class JobTimeout(TimeoutError):

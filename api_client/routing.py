@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from api_client.errors import QueueNotFound
-from api_client.states import JobKind
 
 Hardware = Literal["cpu", "gpu"]
 Lane = Literal["interactive", "batch"]
@@ -40,28 +39,29 @@ class Thresholds:
 
 def route(
     *,
-    kind: JobKind,
     n_items: int,
     n_chars: int,
     gpu_alive: bool,
     lane: str | None = None,
     hardware: str | None = None,
     thresholds: Thresholds = Thresholds(),
+    small_is_interactive: bool = True,
 ) -> str:
     """The queue for a job.
 
     Args:
-        kind: the job kind.
         n_items: number of items (texts) in the job.
         n_chars: total characters over all items.
         gpu_alive: whether a GPU worker has sent a heartbeat recently.
         lane: optional hint, ``"interactive"`` or ``"batch"``; overrides the size rule.
         hardware: optional hint, ``"cpu"`` or ``"gpu"``; ``gpu`` is honoured only while a GPU worker is alive.
         thresholds: size limits of the interactive lane.
+        small_is_interactive: the job kind's lane rule (``Kind.small_is_interactive``): whether a small job
+            of this kind is interactive.
     """
     if lane is None:
         small = n_items <= thresholds.interactive_max_items and n_chars <= thresholds.interactive_max_chars
-        lane = "interactive" if kind == JobKind.ENCODE and small else "batch"
+        lane = "interactive" if small_is_interactive and small else "batch"
     if hardware is None:
         hardware = "gpu" if gpu_alive and lane == "batch" else "cpu"
     elif hardware == "gpu" and not gpu_alive:

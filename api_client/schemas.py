@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -20,6 +20,7 @@ from api_client.states import JobKind, JobStatus
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 Precision = Literal["float32", "int8", "uint8", "binary", "ubinary"]
 PRECISIONS: tuple[str, ...] = ("float32", "int8", "uint8", "binary", "ubinary")
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -29,10 +30,18 @@ class Limits:
     max_texts_per_job: int = 100_000
     max_chars_per_text: int = 50_000
     max_batch_size: int = 1024
+    max_similarity_cells: int = 25_000_000
+    max_pairs: int = 1_000_000
 
     @classmethod
     def of(cls, settings: Any) -> Limits:
-        return cls(settings.max_texts_per_job, settings.max_chars_per_text, settings.max_batch_size)
+        return cls(
+            settings.max_texts_per_job,
+            settings.max_chars_per_text,
+            settings.max_batch_size,
+            settings.max_similarity_cells,
+            settings.max_pairs,
+        )
 
 
 class EncodeOptions(BaseModel):
@@ -55,12 +64,13 @@ class EncodeRequest(EncodeOptions):
     texts: list[str]
 
 
-def _option_error(exc: ValidationError) -> BadRequest:
+def option_error(exc: ValidationError, request_model: type[BaseModel]) -> BadRequest:
+    """The first problem pydantic found, as a ``BadRequest`` naming the field (and the allowed ones)."""
     first = exc.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "request"
     field = field if field.isprintable() and field.isascii() else ascii(field)
     if first["type"] == "extra_forbidden":
-        allowed = ", ".join(sorted(EncodeRequest.model_fields))
+        allowed = ", ".join(sorted(request_model.model_fields))
         return BadRequest(f"{field}: unknown option (allowed: {allowed})", detail={"field": field})
     got = ascii(first.get("input"))[:200]
     return BadRequest(f"{field}: {first['msg']} (got {got})", detail={"field": field})
@@ -77,67 +87,90 @@ def _text_problem(text: str) -> str | None:
     return None
 
 
-def check_texts(texts: Any, limits: Limits) -> list[str]:
-    """Check the texts one by one; the error names the first bad index."""
+def check_texts(texts: Any, limits: Limits, field: str = "texts") -> list[str]:
+    """Check the texts one by one; the error names the field and the first bad index."""
     if isinstance(texts, str) or not isinstance(texts, list | tuple):
-        raise BadRequest(f"texts: expected a list of strings, got {type(texts).__name__}", detail={"field": "texts"})
+        raise BadRequest(f"{field}: expected a list of strings, got {type(texts).__name__}", detail={"field": field})
     if not texts:
-        raise BadRequest("texts: the list is empty; send at least one text", detail={"field": "texts"})
+        raise BadRequest(f"{field}: the list is empty; send at least one text", detail={"field": field})
     if len(texts) > limits.max_texts_per_job:
         raise LimitExceeded(
-            f"texts: {len(texts):,} texts is over the limit of {limits.max_texts_per_job:,} per job "
+            f"{field}: {len(texts):,} texts is over the limit of {limits.max_texts_per_job:,} per job "
             "(max_texts_per_job); split the input into several jobs",
             detail={
-                "field": "texts",
+                "field": field,
                 "limit": "max_texts_per_job",
                 "max": limits.max_texts_per_job,
                 "actual": len(texts),
             },
         )
     for index, text in enumerate(texts):
-        _check_text(index, text, limits)
+        _check_text(field, index, text, limits)
     return list(texts)
 
 
-def _check_text(index: int, text: Any, limits: Limits) -> None:
-    where = {"field": "texts", "index": index}
+def _check_text(field: str, index: int, text: Any, limits: Limits) -> None:
+    where = {"field": field, "index": index}
     if not isinstance(text, str):
-        raise BadRequest(f"texts[{index}]: expected a string, got {type(text).__name__}", detail=where)
+        raise BadRequest(f"{field}[{index}]: expected a string, got {type(text).__name__}", detail=where)
     if not text.strip():
-        raise BadRequest(f"texts[{index}]: the text is empty or only whitespace", detail=where)
+        raise BadRequest(f"{field}[{index}]: the text is empty or only whitespace", detail=where)
     if len(text) > limits.max_chars_per_text:
         raise LimitExceeded(
-            f"texts[{index}]: {len(text):,} characters is over the limit of {limits.max_chars_per_text:,} "
+            f"{field}[{index}]: {len(text):,} characters is over the limit of {limits.max_chars_per_text:,} "
             "per text (max_chars_per_text)",
             detail={**where, "limit": "max_chars_per_text", "max": limits.max_chars_per_text, "actual": len(text)},
         )
     problem = _text_problem(text)
     if problem:
-        raise BadRequest(f"texts[{index}]: the text {problem}", detail=where)
+        raise BadRequest(f"{field}[{index}]: the text {problem}", detail=where)
 
 
-def parse_encode_request(raw: Any, limits: Limits) -> EncodeRequest:
-    """Validate a raw (JSON-like) encode request; raise ``BadRequest`` on anything wrong."""
+def require_object(raw: Any, *fields: str) -> dict[str, Any]:
+    """``raw`` as a dict holding ``fields``, or ``BadRequest`` naming what is wrong."""
     if not isinstance(raw, dict):
         raise BadRequest(f"request: expected a JSON object, got {type(raw).__name__}", detail={"field": "request"})
-    if "texts" not in raw:
-        raise BadRequest("texts: missing; send a list of strings", detail={"field": "texts"})
-    texts = check_texts(raw["texts"], limits)
-    options = {key: value for key, value in raw.items() if key != "texts"}
+    for field in fields:
+        if field not in raw:
+            raise BadRequest(f"{field}: missing; send a list of strings", detail={"field": field})
+    return raw
+
+
+def parse_options(options: dict[str, Any], request_model: type[M]) -> M:
+    """Validate the non-text fields of a request with its pydantic model."""
     try:
-        parsed = EncodeOptions.model_validate(options)
+        return request_model.model_validate(options)
     except ValidationError as exc:
-        raise _option_error(exc) from exc
-    if parsed.batch_size > limits.max_batch_size:
+        raise option_error(exc, request_model) from exc
+
+
+def check_batch_size(batch_size: int, limits: Limits) -> None:
+    if batch_size > limits.max_batch_size:
         raise LimitExceeded(
-            f"batch_size: {parsed.batch_size} is over the limit of {limits.max_batch_size} (max_batch_size)",
+            f"batch_size: {batch_size} is over the limit of {limits.max_batch_size} (max_batch_size)",
             detail={
                 "field": "batch_size",
                 "limit": "max_batch_size",
                 "max": limits.max_batch_size,
-                "actual": parsed.batch_size,
+                "actual": batch_size,
             },
         )
+
+
+def check_model_name(model: str) -> str:
+    """The canonical form of a model name that can be stored."""
+    problem = _text_problem(model)
+    if problem:
+        raise BadRequest(f"model: {problem}", detail={"field": "model"})
+    return canonical_name(model)
+
+
+def parse_encode_request(raw: Any, limits: Limits) -> EncodeRequest:
+    """Validate a raw (JSON-like) encode request; raise ``BadRequest`` on anything wrong."""
+    raw = require_object(raw, "texts")
+    texts = check_texts(raw["texts"], limits)
+    parsed = parse_options({key: value for key, value in raw.items() if key != "texts"}, EncodeOptions)
+    check_batch_size(parsed.batch_size, limits)
     for field in ("model", "prompt", "prompt_name"):
         problem = _text_problem(getattr(parsed, field) or "")
         if problem:
@@ -172,6 +205,9 @@ class JobInfo:
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    parent_id: str | None = None
+    chunks: int = 0
+    """Chunk jobs of a parent (0 for a job that runs whole)."""
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict (timestamps as ISO 8601 strings)."""
@@ -189,4 +225,6 @@ class JobInfo:
             "created_at": self.created_at.isoformat(),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "parent_id": self.parent_id,
+            "chunks": self.chunks,
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -34,6 +35,11 @@ class Settings(BaseModel):
     max_texts_per_job: int = Field(100_000, ge=1)
     max_chars_per_text: int = Field(50_000, ge=1)
     max_batch_size: int = Field(1024, ge=1)
+    max_similarity_cells: int = Field(25_000_000, ge=1)
+    max_pairs: int = Field(1_000_000, ge=1)
+
+    # Jobs of more items than this are split into chunk jobs that any worker takes.
+    chunk_size: int = Field(1000, ge=1)
 
     # Seconds a client waits for a database connection before DatabaseUnavailable.
     connect_timeout: float = Field(10.0, gt=0)
@@ -55,6 +61,15 @@ class Settings(BaseModel):
     resend_after: float = Field(30.0, gt=0)
     worker_heartbeat: float = Field(5.0, gt=0)
     worker_alive: float = Field(30.0, gt=0)
+
+    # The worker process (set by `embedq worker` flags): hardware class, processes,
+    # torch intra-op threads per process (0: the usable cores / concurrency),
+    # whether it sweeps, and the model each process loads at start.
+    hardware: Literal["cpu", "gpu"] = "cpu"
+    concurrency: int = Field(1, ge=1)
+    torch_threads: int = Field(0, ge=0)
+    sweeper: bool = True
+    preload: str | None = None
 
     # Routing thresholds (see api_client/routing.py).
     interactive_max_items: int = Field(256, ge=1)

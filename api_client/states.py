@@ -24,8 +24,15 @@ class JobStatus(StrEnum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
+OPEN = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+
+
 class JobKind(StrEnum):
+    """What a job does; ``api_client.kinds`` holds each kind's declaration."""
+
     ENCODE = "encode"
+    SIMILARITY = "similarity"
+    PARAPHRASES = "paraphrases"
 
 
 NOTIFY_CHANNEL = "embedq_jobs"

@@ -11,9 +11,11 @@ import sqlalchemy as sa
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
+from api_client.states import JobStatus
+
 metadata = sa.MetaData()
 
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATUSES = tuple(str(status) for status in JobStatus)
 
 models = sa.Table(
     "models",
@@ -32,7 +34,8 @@ models = sa.Table(
     sa.Column("parent_id", sa.Integer, sa.ForeignKey("models.id")),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("registered_at", sa.DateTime(timezone=True)),
-    sa.UniqueConstraint("name", "sha256", "dtype", name="models_name_sha256_dtype_key"),
+    sa.Column("backend", sa.Text, nullable=False, server_default="torch"),
+    sa.UniqueConstraint("name", "sha256", "dtype", "backend", name="models_name_sha256_dtype_backend_key"),
 )
 
 jobs = sa.Table(
@@ -59,9 +62,25 @@ jobs = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("parent_id", UUID(as_uuid=True), sa.ForeignKey("jobs.id", ondelete="CASCADE")),
+    sa.Column("chunk_index", sa.Integer),
+    sa.Column("item_offset", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("chunks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("chunks_done", sa.Integer, nullable=False, server_default="0"),
     sa.CheckConstraint(f"status IN {JOB_STATUSES}", name="jobs_status_check"),
     sa.Index("jobs_created_at_idx", sa.text("created_at DESC")),
     sa.Index("jobs_open_idx", "status", "queue", postgresql_where=sa.text("status IN ('queued', 'running')")),
+    sa.Index("jobs_parent_idx", "parent_id", postgresql_where=sa.text("parent_id IS NOT NULL")),
+)
+
+job_arrays = sa.Table(
+    "job_arrays",
+    metadata,
+    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("dtype", sa.Text, nullable=False),
+    sa.Column("shape", ARRAY(sa.Integer), nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
 )
 
 embeddings = sa.Table(

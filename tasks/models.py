@@ -26,8 +26,6 @@ from tasks.artifacts import folder_sha256
 class LoadedModel:
     """A loaded model and the facts a job needs about it."""
 
-    name: str
-    path: Path
     sha256: str
     model: Any = field(repr=False)
     dimension: int
@@ -145,8 +143,6 @@ class ModelRegistry:
         model.eval()
         dimension = model.get_embedding_dimension()
         return LoadedModel(
-            name=name,
-            path=path,
             sha256=sha256,
             model=model,
             dimension=int(dimension),

@@ -1,90 +1,28 @@
-"""Running one claimed encode job: cache lookup, encoding of the misses, outputs.
+"""Running one claimed encode job (or chunk): cache lookup, encoding of the misses, outputs.
 
-Vectors go to the content-keyed cache every ``flush_every`` texts, so a job
-that is retried after a crash resumes where it stopped. The last vectors,
-the outputs and the final state are written in one transaction, fenced by
-the claim.
+The last vectors, the outputs and the final state are written in one
+transaction, fenced by the claim. A chunk writes its outputs into its
+parent's rows at its ``item_offset``; the database finishes the parent with
+its last chunk.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import psycopg
-
 from api_client.schemas import Limits, parse_encode_request
-from api_client.store import embeddings as embeddings_store
-from api_client.store import jobs as jobs_store
-from api_client.store import models as models_store
-from api_client.store.jobs import Claim
+from api_client.store import embeddings as embeddings_read
+from api_client.store import models as models_read
 from api_client.texts import text_sha256
 from tasks import calibration
-from tasks.encode import iter_encode
 from tasks.models import LoadedModel
+from worker.cache import Lookup, Pending, commit, encode_missing
 from worker.lease import JobStopped, Progress
 from worker.runtime import Runtime
-
-
-class Pending:
-    """Vectors encoded but not yet in the cache."""
-
-    def __init__(self, model_id: int) -> None:
-        self.model_id = model_id
-        self.keys: list[bytes] = []
-        self.vectors: list[np.ndarray] = []
-
-    def add(self, keys: list[bytes], vectors: np.ndarray) -> None:
-        self.keys.extend(keys)
-        self.vectors.append(vectors)
-
-    def write(self, conn: psycopg.Connection, *, skip_existing: bool) -> None:
-        """Copy them into the cache (inside the caller's transaction)."""
-        if self.keys:
-            embeddings_store.write_embeddings(
-                conn=conn,
-                model_id=self.model_id,
-                keys=self.keys,
-                vectors=np.concatenate(self.vectors),
-                skip_existing=skip_existing,
-            )
-
-    def clear(self) -> None:
-        self.keys.clear()
-        self.vectors.clear()
-
-
-def commit(conn: psycopg.Connection, body: Callable[[bool], None]) -> None:
-    """Run ``body(skip_existing)`` in a transaction; once more with ``True`` if another worker cached a key first."""
-    try:
-        with conn.transaction():
-            body(False)
-    except psycopg.errors.UniqueViolation:
-        with conn.transaction():
-            body(True)
-
-
-def _encode_missing(
-    rt: Runtime,
-    *,
-    model: LoadedModel,
-    pending: Pending,
-    texts: dict[bytes, str],
-    batch_size: int,
-    prompt: str | None,
-    on_batch: Callable[[list[bytes]], None],
-) -> None:
-    """Encode the texts (by key) into ``pending``, flushing it to the cache every ``flush_every`` vectors."""
-    keys = list(texts)
-    for indices, vectors in iter_encode(model.model, list(texts.values()), batch_size=batch_size, prompt=prompt):
-        batch_keys = [keys[i] for i in indices]
-        pending.add(batch_keys, vectors)
-        if len(pending.keys) >= rt.settings.flush_every:
-            commit(rt.conn, lambda skip: pending.write(rt.conn, skip_existing=skip))
-            pending.clear()
-        on_batch(batch_keys)
+from worker.store import embeddings as embeddings_store
+from worker.store import jobs as jobs_store
+from worker.store import models as models_store
+from worker.store.jobs import Claim
 
 
 def _ensure_ranges(
@@ -92,12 +30,12 @@ def _ensure_ranges(
 ) -> None:
     """Compute and store int8 ranges for this model version, dimension and normalization, once."""
     dimension = truncate_dim or model.dimension
-    if models_store.get_ranges(conn=rt.conn, model_id=model_id, dimension=dimension, normalized=normalize) is not None:
+    if models_read.get_ranges(conn=rt.conn, model_id=model_id, dimension=dimension, normalized=normalize) is not None:
         return
     texts = {text_sha256(text): text for text in calibration.texts()}
     cached = embeddings_store.cached_keys(conn=rt.conn, model_id=model_id, keys=list(texts))
     pending = Pending(model_id)
-    _encode_missing(
+    encode_missing(
         rt,
         model=model,
         pending=pending,
@@ -107,7 +45,7 @@ def _ensure_ranges(
         on_batch=lambda _keys: progress.beat(progress.done),
     )
     commit(rt.conn, lambda skip: pending.write(rt.conn, skip_existing=skip))
-    raw = embeddings_store.read_vectors(conn=rt.conn, model_id=model_id, keys=list(texts))
+    raw = embeddings_read.read_vectors(conn=rt.conn, model_id=model_id, keys=list(texts))
     models_store.put_ranges(
         conn=rt.conn,
         model_id=model_id,
@@ -125,31 +63,18 @@ def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
     model.check_truncate_dim(request.truncate_dim)
     prompt = model.resolve_prompt(request.prompt, request.prompt_name)
     total = len(request.texts)
-    keys = [text_sha256(text, prompt) for text in request.texts]
-    weights = Counter(keys)
-    unique = dict(zip(keys, request.texts, strict=True))
-    cached = embeddings_store.cached_keys(conn=rt.conn, model_id=model_id, keys=list(unique))
-    missing = {key: text for key, text in unique.items() if key not in cached}
-
-    progress = Progress(
-        conn=rt.conn,
-        claim=claim,
-        total=total,
-        done=total - sum(weights[key] for key in missing),
-        lease_seconds=rt.settings.lease_seconds,
-        interval=rt.settings.progress_interval,
-    )
+    lookup = Lookup(rt, model_id=model_id, texts=request.texts, prompt=prompt)
+    progress = rt.progress(claim, total=total, done=lookup.done)
     pending = Pending(model_id)
-    _encode_missing(
+    encode_missing(
         rt,
         model=model,
         pending=pending,
-        texts=missing,
+        texts=lookup.missing,
         batch_size=request.batch_size,
         prompt=prompt,
-        on_batch=lambda batch: progress.beat(progress.done + sum(weights[k] for k in batch)),
+        on_batch=lambda batch: progress.beat(progress.done + sum(lookup.weights[k] for k in batch)),
     )
-    dimension = request.truncate_dim or model.dimension
     if request.precision in ("int8", "uint8"):
         _ensure_ranges(
             rt, model, model_id, truncate_dim=request.truncate_dim, normalize=request.normalize, progress=progress
@@ -158,11 +83,12 @@ def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
         "model": request.model,
         "model_id": model_id,
         "model_version": model.sha256[:12],
+        "backend": rt.registry.backend,
         "count": total,
-        "unique": len(unique),
-        "dimension": dimension,
-        "cached": len(unique) - len(missing),
-        "encoded": len(missing),
+        "unique": len(lookup.unique),
+        "dimension": request.truncate_dim or model.dimension,
+        "cached": len(lookup.unique) - len(lookup.missing),
+        "encoded": len(lookup.missing),
         "normalize": request.normalize,
         "truncate_dim": request.truncate_dim,
         "precision": request.precision,
@@ -171,9 +97,11 @@ def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
 
     def finish(skip_existing: bool) -> None:
         pending.write(rt.conn, skip_existing=skip_existing)
-        embeddings_store.write_outputs(conn=rt.conn, job_id=claim.job_id, model_id=model_id, keys=keys)
+        embeddings_store.write_outputs(
+            conn=rt.conn, job_id=claim.output_id, model_id=model_id, keys=lookup.keys, offset=claim.item_offset
+        )
         if not jobs_store.finish_job(conn=rt.conn, claim=claim, result=summary, total=total):
-            raise JobStopped(claim.job_id, jobs_store.get_job(conn=rt.conn, job_id=claim.job_id).status)
+            raise JobStopped(claim.job_id, jobs_store.status_of(conn=rt.conn, job_id=claim.job_id))
 
     commit(rt.conn, finish)
     return summary

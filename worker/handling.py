@@ -1,8 +1,12 @@
-"""What every task wrapper does around its core: accept the message, claim, run, finish or fail.
+"""What every task does around its runner: accept the message, claim, run, finish or fail.
 
-The worker survives every message: whatever a message holds, the task
-returns normally (and the message is acked) unless a retriable error asks
-Celery to retry it later.
+One ``handle`` serves every job kind: it takes the kind's declaration from
+``api_client.kinds`` and its runner from ``worker.runners``. The worker
+survives every message: whatever a message holds, the task returns normally
+(and the message is acked) unless a retriable error asks Celery to retry it
+later. The returned outcome (the job's id, kind, status, summary and error,
+never its vectors) is what Celery's result backend records for plain Celery
+clients.
 """
 
 from __future__ import annotations
@@ -14,19 +18,23 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 
+from api_client import submit
 from api_client.backoff import compute_backoff
 from api_client.celery_conf import DEFAULT_QUEUE
-from api_client.errors import BadRequest, EmbedQError, RetriableError
+from api_client.errors import BadRequest, EmbedQError, RetriableError, TimeLimitRetried
 from api_client.jsonsafe import json_safe
-from api_client.schemas import Limits, parse_encode_request
+from api_client.kinds import KINDS, Kind
+from api_client.schemas import Limits
 from api_client.states import JobKind
-from api_client.store import jobs as jobs_store
-from api_client.store.jobs import Claim
+from api_client.store import jobs as jobs_read
 from worker.errors import classify
 from worker.lease import JobStopped
 from worker.runtime import Runtime, runtime
+from worker.store import jobs as jobs_store
+from worker.store.jobs import Claim
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +64,18 @@ def recordable(payload: Any) -> Any:
     return safe
 
 
-def accept(rt: Runtime, task: Task, kind: JobKind, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-    """The id of the job this message is about, creating the row for inline requests.
+def accept(rt: Runtime, task: Task, spec: Kind, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, bool]:
+    """``(job id, whether to claim it)`` for this message, creating the rows of inline requests.
 
-    A message that names no job and carries no valid request gets a failed
-    row (when it has a task id) saying why, and ``None``.
+    A message that carries no valid request gets a failed row saying why. An
+    inline request large enough to be chunked becomes a parent and chunk
+    jobs, whose messages are sent here; the parent itself is not claimed.
     """
     queue = (task.request.delivery_info or {}).get("routing_key") or DEFAULT_QUEUE
     job_id = kwargs.get("job_id") if not args and set(kwargs) == {"job_id"} else None
     if isinstance(job_id, str):
         try:
-            return str(uuid.UUID(job_id))
+            return str(uuid.UUID(job_id)), True
         except ValueError:
             pass
     inline_id = _inline_job_id(task.request.id)
@@ -77,58 +86,91 @@ def accept(rt: Runtime, task: Task, kind: JobKind, args: tuple[Any, ...], kwargs
                 f"got args={list(args)!r} kwargs={sorted(kwargs)!r}",
                 detail={"field": "message"},
             )
-        request = parse_encode_request(kwargs["request"], Limits.of(rt.settings))
+        request = spec.parse(kwargs["request"], Limits.of(rt.settings))
     except BadRequest as error:
         log.warning("refused message %s: %s", task.request.id, error.message)
         jobs_store.create_failed_job(
             conn=rt.conn,
             job_id=inline_id,
-            kind=kind,
+            kind=spec.kind,
             queue=queue,
             request=recordable({"args": list(args), "kwargs": kwargs}),
             error=error,
         )
-        return None
-    jobs_store.create_job(
-        conn=rt.conn,
-        kind=kind,
-        queue=queue,
-        request=request.model_dump(),
-        total=len(request.texts),
-        max_attempts=rt.settings.max_attempts,
-        job_id=inline_id,
+        return inline_id, False
+    created = submit.record(
+        conn=rt.conn, spec=spec, request=request, queue=queue, settings=rt.settings, job_id=inline_id
     )
-    return inline_id
+    if created.info.chunks:
+        submit.send(task.app, created)
+        return inline_id, False
+    return inline_id, True
 
 
-def handle(task: Task, kind: JobKind, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Accept, claim and run one message; map failures to fail, release-and-retry, or nothing."""
+def handle(task: Task, kind: JobKind, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict | None:
+    """Accept, claim and run one message; map failures to fail, release-and-retry, or nothing.
+
+    Returns the job's outcome (``None`` when the message named no job at all).
+    """
     rt = runtime()
+    spec = KINDS[kind]
     with rt.lock:
         try:
-            job_id = accept(rt, task, kind, args, kwargs)
+            job_id, claimable = accept(rt, task, spec, args, kwargs)
             claim = (
-                None
-                if job_id is None
-                else jobs_store.claim_job(
+                jobs_store.claim_job(
                     conn=rt.conn,
                     job_id=job_id,
+                    kind=kind,
                     worker=f"{task.request.hostname}/{os.getpid()}",
                     lease_seconds=rt.settings.lease_seconds,
                 )
+                if claimable
+                else None
             )
         except Exception as exc:
             _retry_message(task, classify(exc), kwargs)
-            return
-        if claim is None:
-            return
-        try:
-            with rt.keeper.holding(claim):
-                runner(rt, claim)
-        except JobStopped as stopped:
-            log.info("job %s stopped: %s", claim.job_id, stopped.status)
-        except Exception as exc:
-            _fail_or_release(task, rt, claim, classify(exc), exc)
+            return None
+        if claim is not None:
+            _run(task, rt, claim, runner)
+        return outcome(rt, job_id)
+
+
+def _run(task: Task, rt: Runtime, claim: Claim, runner: Runner) -> None:
+    rt.current_progress = None
+    try:
+        with rt.keeper.holding(claim):
+            runner(rt, claim)
+    except JobStopped as stopped:
+        log.info("job %s stopped: %s", claim.job_id, stopped.status)
+    except Exception as exc:
+        error = classify(exc)
+        progress = rt.current_progress
+        if isinstance(exc, SoftTimeLimitExceeded) and progress is not None and progress.advanced:
+            error = TimeLimitRetried(
+                f"the task ran past its soft time limit after {progress.done:,} of {progress.total:,} items; "
+                "retried, resuming from the cache"
+            )
+        _fail_or_release(task, rt, claim, error, exc)
+
+
+def outcome(rt: Runtime, job_id: str) -> dict[str, Any] | None:
+    """The job's id, kind, status, summary and error: what Celery's result backend records."""
+    try:
+        info = jobs_read.get_job(conn=rt.conn, job_id=job_id)
+    except Exception as exc:  # the outcome is a courtesy to plain Celery clients; the row is the truth
+        log.warning("job %s: could not read its outcome: %s", job_id, exc)
+        return None
+    return {
+        "job_id": info.id,
+        "kind": str(info.kind),
+        "status": str(info.status),
+        "progress": {"done": info.progress[0], "total": info.progress[1]},
+        "chunks": info.chunks,
+        "result": info.result,
+        "error": info.error,
+        "output": KINDS[info.kind].output,
+    }
 
 
 def _retry_message(task: Task, error: EmbedQError, kwargs: dict[str, Any]) -> None:
@@ -148,7 +190,7 @@ def _fail_or_release(task: Task, rt: Runtime, claim: Claim, error: EmbedQError, 
             claim.attempt,
             type(error).__name__,
             error.message,
-            exc_info=not isinstance(exc, EmbedQError),
+            exc_info=not isinstance(exc, EmbedQError | SoftTimeLimitExceeded),
         )
     try:
         if rt.conn.info.transaction_status != 0:  # a statement broke mid-transaction

@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
 
+from api_client.db import reopen
 from api_client.states import JobStatus
-from api_client.store import jobs as jobs_store
-from api_client.store.jobs import Claim
+from worker.store import jobs as jobs_store
+from worker.store.jobs import Claim
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,16 @@ class JobStopped(Exception):
 class LeaseKeeper:
     """One thread per worker process that keeps the lease of the job in hand alive."""
 
-    def __init__(self, connect: Callable[[], psycopg.Connection], lease_seconds: float) -> None:
-        self._connect = connect
+    def __init__(self, database_url: str, application_name: str, lease_seconds: float) -> None:
+        self._url = database_url
+        self._application_name = application_name
         self._lease_seconds = lease_seconds
         self._claim: Claim | None = None
         self._changed = threading.Condition()
         self._conn: psycopg.Connection | None = None
         self._thread: threading.Thread | None = None
+        self.renewals = 0
+        """Renewal attempts made so far (whether or not the job was still held)."""
 
     @contextmanager
     def holding(self, claim: Claim) -> Iterator[None]:
@@ -75,9 +79,9 @@ class LeaseKeeper:
 
     def _renew(self, claim: Claim) -> None:
         try:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = self._connect()
+            self._conn = reopen(self._conn, self._url, application_name=self._application_name)
             jobs_store.extend_lease(conn=self._conn, claim=claim, lease_seconds=self._lease_seconds)
+            self.renewals += 1
         except Exception as exc:  # the task's own connection reports database trouble; keep trying
             log.warning("could not renew the lease of job %s: %s", claim.job_id, exc)
             self._conn = None
@@ -103,16 +107,22 @@ class Progress:
         self.lease_seconds = lease_seconds
         self.interval = interval
         self.done = done
+        self.start = done
         self._last = time.monotonic()
 
-    def beat(self, done: int, *, force: bool = False) -> None:
+    @property
+    def advanced(self) -> bool:
+        """Whether any item was done since the job was claimed."""
+        return self.done > self.start
+
+    def beat(self, done: int) -> None:
         """Record ``done`` items; raise ``JobStopped`` if the job is no longer this worker's."""
         self.done = done
         now = time.monotonic()
-        if not force and now - self._last < self.interval:
+        if now - self._last < self.interval:
             return
         self._last = now
-        status = jobs_store.heartbeat(
+        status = jobs_store.record_progress(
             conn=self.conn, claim=self.claim, done=done, total=self.total, lease_seconds=self.lease_seconds
         )
         if status is not None:

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import psycopg
 
-from api_client.db import connect
+from api_client.db import reopen
 from api_client.settings import Settings, get_settings
-from api_client.store import models as models_store
+from api_client.store import models as models_read
 from api_client.store.models import ModelRow
 from tasks.models import LoadedModel, ModelRegistry, resolve_path
-from worker.lease import LeaseKeeper
+from worker.lease import LeaseKeeper, Progress
+from worker.store import models as models_store
+from worker.store.jobs import Claim
 
 ROW_TTL = 5.0
 """Seconds a model's ``models`` row is reused before it is looked up again."""
@@ -31,22 +33,15 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.hardware = os.environ.get("EMBEDQ_HARDWARE", "cpu")
-        self.registry = ModelRegistry(device=self._device())
+        self.hardware = settings.hardware
+        self.registry = ModelRegistry(device="cuda" if self.hardware == "gpu" else "cpu")
         self.lock = threading.RLock()
         self._conn: psycopg.Connection | None = None
         cores = len(os.sched_getaffinity(0))
-        self.threads = int(os.environ.get("EMBEDQ_TORCH_THREADS", "0")) or max(
-            1, cores // int(os.environ.get("EMBEDQ_CONCURRENCY", "1"))
-        )
+        self.threads = settings.torch_threads or max(1, cores // settings.concurrency)
         self._rows: dict[str, tuple[float, ModelRow]] = {}
-        self.keeper = LeaseKeeper(
-            lambda: connect(self.settings.require_database(), application_name=f"embedq-lease {self.name}"),
-            self.settings.lease_seconds,
-        )
-
-    def _device(self) -> str:
-        return "cuda" if self.hardware == "gpu" else "cpu"
+        self.current_progress: Progress | None = None
+        self.keeper = LeaseKeeper(settings.require_database(), f"embedq-lease {self.name}", settings.lease_seconds)
 
     @property
     def name(self) -> str:
@@ -55,9 +50,20 @@ class Runtime:
     @property
     def conn(self) -> psycopg.Connection:
         """The process's connection, reopened if it was closed or broken."""
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = connect(self.settings.require_database(), application_name=f"embedq-worker {self.name}")
+        self._conn = reopen(self._conn, self.settings.require_database(), application_name=f"embedq-worker {self.name}")
         return self._conn
+
+    def progress(self, claim: Claim, *, total: int, done: int) -> Progress:
+        """Progress reports for ``claim`` on this process's connection (kept as ``current_progress``)."""
+        self.current_progress = Progress(
+            conn=self.conn,
+            claim=claim,
+            total=total,
+            done=done,
+            lease_seconds=self.settings.lease_seconds,
+            interval=self.settings.progress_interval,
+        )
+        return self.current_progress
 
     def reset_connection(self) -> None:
         if self._conn is not None:
@@ -72,9 +78,10 @@ class Runtime:
         return "float16" if self.hardware == "gpu" else "float32"
 
     def model(self, name: str) -> tuple[LoadedModel, int]:
-        """The loaded model and its ``models`` row id (recorded on first use of each version and dtype).
+        """The loaded model and its ``models`` row id (recorded on first use of each version, dtype and backend).
 
-        A version registered with ``embedq models add`` wins over a bundled
+        The name resolves as the client resolves it (``models_read.resolve_model``):
+        a version registered with ``embedq models add`` wins over a bundled
         package of the same name. The row is looked up again at most every
         ``ROW_TTL`` seconds.
         """
@@ -84,7 +91,8 @@ class Runtime:
             loaded = self.registry.load(name, Path(cached[1].artifact_path))
             if loaded.sha256 == cached[1].sha256:  # else the files changed: record the new version
                 return loaded, cached[1].id
-        registered = models_store.registered_model(conn=self.conn, name=name)
+        resolved = models_read.resolve_model(conn=self.conn, name=name)
+        registered = resolved if resolved is not None and resolved.registered else None
         path = resolve_path(name, registered.artifact_path if registered is not None else None)
         loaded = self.registry.load(name, path)
         row = record_model(
@@ -93,6 +101,7 @@ class Runtime:
             path,
             loaded,
             dtype=self.dtype,
+            backend=self.registry.backend,
             source="registered" if registered is not None else "bundled",
         )
         self._rows[name] = (time.monotonic(), row)
@@ -119,6 +128,7 @@ def record_model(
     *,
     dtype: str,
     source: str,
+    backend: str = "torch",
     register: bool = False,
 ) -> ModelRow:
     """The ``models`` row of ``name`` loaded from ``path`` (``source``: ``registered`` or ``bundled``).
@@ -132,6 +142,7 @@ def record_model(
         name=name,
         sha256=loaded.sha256,
         dtype=dtype,
+        backend=backend,
         artifact_path=str(path),
         dimension=loaded.dimension,
         max_seq_length=loaded.max_seq_length,

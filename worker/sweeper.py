@@ -1,5 +1,8 @@
 """The sweeper: re-sends jobs whose message was lost and fails jobs out of attempts.
 
+Each job goes back to its own kind's task (``api_client.kinds``); parents of
+chunk jobs are never sent (their chunks are).
+
 Any number of workers run it; a session advisory lock lets one sweep at a
 time. Each pass:
 
@@ -27,12 +30,13 @@ from dataclasses import dataclass, field
 import psycopg
 from celery import Celery
 
-from api_client.celery_conf import DEFAULT_QUEUE, PLAIN_QUEUE, TASK_NAMES
+from api_client.celery_conf import DEFAULT_QUEUE, PLAIN_QUEUE
+from api_client.kinds import KINDS
 from api_client.routing import LANES, QUEUES
 from api_client.settings import Settings
-from api_client.states import JobKind
-from api_client.store import jobs as jobs_store
 from api_client.store import workers as workers_store
+from worker.store import jobs as jobs_store
+from worker.store.jobs import Resend
 
 log = logging.getLogger(__name__)
 
@@ -78,21 +82,22 @@ def target_queue(queue: str, consumed: set[str]) -> str:
     return queue if queue in QUEUES else DEFAULT_QUEUE
 
 
-def _send(app: Celery, conn: psycopg.Connection, job_id: str, queue: str, report: SweepReport) -> None:
-    app.send_task(TASK_NAMES[JobKind.ENCODE], kwargs={"job_id": job_id}, queue=queue, task_id=job_id)
-    jobs_store.mark_sent(conn=conn, job_id=job_id, queue=queue)
-    report.resent.append(job_id)
+def _send(app: Celery, conn: psycopg.Connection, job: Resend, consumed: set[str], report: SweepReport) -> None:
+    """Send ``job`` again to its own kind's task, on its queue or the one that replaces it."""
+    queue = target_queue(job.queue, consumed)
+    app.send_task(KINDS[job.kind].task_name, kwargs={"job_id": job.job_id}, queue=queue, task_id=job.job_id)
+    jobs_store.mark_sent(conn=conn, job_id=job.job_id, queue=queue)
+    report.resent.append(job.job_id)
+    if queue != job.queue:
+        report.rerouted.append(job.job_id)
 
 
 def _pass(conn: psycopg.Connection, app: Celery, settings: Settings, report: SweepReport) -> None:
     report.failed = jobs_store.fail_exhausted(conn=conn)
     consumed = {q for row in workers_store.alive(conn=conn, within=settings.worker_alive) for q in row.queues}
     consumed &= {*QUEUES, PLAIN_QUEUE}
-    for job_id, queue in jobs_store.lapsed_jobs(conn=conn, resend_after=settings.resend_after, limit=PER_PASS):
-        target = target_queue(queue, consumed)
-        _send(app, conn, job_id, target, report)
-        if target != queue:
-            report.rerouted.append(job_id)
+    for job in jobs_store.lapsed_jobs(conn=conn, resend_after=settings.resend_after, limit=PER_PASS):
+        _send(app, conn, job, consumed, report)
     for queue, (queued, due) in jobs_store.stale_queues(conn=conn, resend_after=settings.resend_after).items():
         target = target_queue(queue, consumed)
         missing = due if target != queue else queued - queue_depth(app, queue)
@@ -100,12 +105,10 @@ def _pass(conn: psycopg.Connection, app: Celery, settings: Settings, report: Swe
             report.skipped_backlog.append(queue)
             continue
         limit = min(missing, due, PER_PASS)
-        for job_id in jobs_store.stale_queued_jobs(
+        for job in jobs_store.stale_queued_jobs(
             conn=conn, resend_after=settings.resend_after, queue=queue, limit=limit
         ):
-            _send(app, conn, job_id, target, report)
-            if target != queue:
-                report.rerouted.append(job_id)
+            _send(app, conn, job, consumed, report)
 
 
 def sweep(*, conn: psycopg.Connection, app: Celery, settings: Settings) -> SweepReport:

@@ -1,4 +1,9 @@
-"""The ``models`` table (model versions) and their int8 calibration ranges."""
+"""The client's reads of ``models`` (model versions) and their int8 calibration ranges.
+
+A model version is a name bound to the sha256 of its folder's files, the
+dtype it computes in and the backend that runs it. Writes live in
+``worker.store.models``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from psycopg.types.json import Jsonb
 
 
 @dataclass(frozen=True)
@@ -23,56 +27,27 @@ class ModelRow:
     dimension: int | None
     max_seq_length: int | None
     config: dict[str, Any]
+    backend: str = "torch"
+    registered: bool = False
+    """Registered with ``embedq models add`` (its folder is what the name resolves to)."""
 
 
-_COLUMNS = "id, name, version, sha256, dtype, artifact_path, dimension, max_seq_length, config"
+COLUMNS = (
+    "id, name, version, sha256, dtype, artifact_path, dimension, max_seq_length, config, backend, "
+    "registered_at IS NOT NULL"
+)
 
 
-def upsert_model(
-    *,
-    conn: psycopg.Connection,
-    name: str,
-    sha256: str,
-    artifact_path: str,
-    dimension: int | None,
-    max_seq_length: int | None,
-    config: dict[str, Any],
-    dtype: str = "float32",
-    kind: str = "embedding",
-    register: bool = False,
-) -> ModelRow:
-    """The row for (name, sha256, dtype), created on first use.
+def resolve_model(*, conn: psycopg.Connection, name: str) -> ModelRow | None:
+    """The row ``name`` resolves to, for the client and the worker alike.
 
-    The embedding cache is keyed by this row's id, so vectors computed in
-    another dtype (float16 on a GPU) never stand in for float32 ones. With
-    ``register`` (``embedq models add``) the row's ``registered_at`` becomes
-    now, which makes its folder the one the name resolves to.
+    The version last registered under ``name`` with ``embedq models add``;
+    else (a bundled model) the newest row recorded for it; ``None`` when the
+    name was never registered nor used.
     """
     row = conn.execute(
-        f"INSERT INTO models (name, version, kind, sha256, dtype, artifact_path, dimension, max_seq_length, config, "
-        f"registered_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END) "
-        f"ON CONFLICT (name, sha256, dtype) DO UPDATE SET artifact_path = EXCLUDED.artifact_path, "
-        f"config = models.config || EXCLUDED.config, "
-        f"registered_at = coalesce(EXCLUDED.registered_at, models.registered_at) RETURNING {_COLUMNS}",
-        (name, sha256[:12], kind, sha256, dtype, artifact_path, dimension, max_seq_length, Jsonb(config), register),
-    ).fetchone()
-    assert row is not None
-    return ModelRow(*row)
-
-
-def find_model(*, conn: psycopg.Connection, name: str) -> ModelRow | None:
-    """The newest version recorded under ``name``, if any."""
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM models WHERE name = %s ORDER BY created_at DESC, id DESC LIMIT 1", (name,)
-    ).fetchone()
-    return ModelRow(*row) if row else None
-
-
-def registered_model(*, conn: psycopg.Connection, name: str) -> ModelRow | None:
-    """The version last registered under ``name`` with ``embedq models add``, if any."""
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM models WHERE name = %s AND registered_at IS NOT NULL "
-        "ORDER BY registered_at DESC LIMIT 1",
+        f"SELECT {COLUMNS} FROM models WHERE name = %s "
+        "ORDER BY registered_at DESC NULLS LAST, created_at DESC, id DESC LIMIT 1",
         (name,),
     ).fetchone()
     return ModelRow(*row) if row else None
@@ -91,23 +66,3 @@ def get_ranges(*, conn: psycopg.Connection, model_id: int, dimension: int, norma
     if row is None:
         return None
     return np.array([row[0], row[1]], dtype=np.float32)
-
-
-def put_ranges(
-    *,
-    conn: psycopg.Connection,
-    model_id: int,
-    dimension: int,
-    normalized: bool,
-    ranges: np.ndarray,
-    calibration: str,
-) -> np.ndarray:
-    """Store ranges unless another worker stored them first; return the stored ones."""
-    conn.execute(
-        "INSERT INTO quantization_ranges (model_id, dimension, normalized, minimums, maximums, calibration) "
-        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (model_id, dimension, normalized, ranges[0].tolist(), ranges[1].tolist(), calibration),
-    )
-    stored = get_ranges(conn=conn, model_id=model_id, dimension=dimension, normalized=normalized)
-    assert stored is not None
-    return stored

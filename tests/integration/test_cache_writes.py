@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from api_client.store import embeddings as embeddings_store
-from api_client.store import models as models_store
+from api_client.store import embeddings as embeddings_read
 from api_client.texts import text_sha256
-from worker.encode_job import Pending, commit
+from worker.cache import Pending, commit
+from worker.store import embeddings as embeddings_store
+from worker.store import models as models_store
 
 
 def test_a_key_cached_meanwhile_by_another_worker_is_skipped(db) -> None:
@@ -29,5 +30,5 @@ def test_a_key_cached_meanwhile_by_another_worker_is_skipped(db) -> None:
 
     commit(db, body)
     assert attempts == [False, True]
-    vectors = embeddings_store.read_vectors(conn=db, model_id=model.id, keys=[first, second])
+    vectors = embeddings_read.read_vectors(conn=db, model_id=model.id, keys=[first, second])
     np.testing.assert_array_equal(vectors, [[1, 1, 1, 1], [2, 2, 2, 2]])

@@ -14,8 +14,8 @@ from api_client.routing import QUEUES
 from api_client.settings import Settings, get_settings
 from api_client.states import JobKind
 from api_client.store import jobs as jobs_store
-from api_client.store import workers as workers_store
 from tests import helpers
+from worker.store import workers as workers_store
 from worker.sweeper import queue_depth, sweep
 
 BATCH = "embedq.cpu.batch"
@@ -35,10 +35,10 @@ def setup(isolated_database: str, broker_url: str) -> Iterator[tuple[psycopg.Con
     app.close()
 
 
-def job(conn: psycopg.Connection, queue: str = BATCH, **columns: object) -> str:
-    info, _ = jobs_store.create_job(
-        conn=conn, kind=JobKind.ENCODE, queue=queue, request={"texts": ["x"]}, total=1, max_attempts=3
-    )
+def job(conn: psycopg.Connection, queue: str = BATCH, kind: JobKind = JobKind.ENCODE, **columns: object) -> str:
+    info = jobs_store.create_job(
+        conn=conn, kind=kind, queue=queue, request={"texts": ["x"]}, total=1, max_attempts=3
+    ).info
     sets = ", ".join(f"{name} = %s" for name in columns)
     if sets:
         conn.execute(f"UPDATE jobs SET {sets} WHERE id = %s", (*columns.values(), info.id))
@@ -46,7 +46,7 @@ def job(conn: psycopg.Connection, queue: str = BATCH, **columns: object) -> str:
 
 
 def live_worker(conn: psycopg.Connection, *queues: str) -> None:
-    workers_store.beat(
+    workers_store.record_presence(
         conn=conn,
         name="sweep-test@host",
         hostname="host",
@@ -58,12 +58,51 @@ def live_worker(conn: psycopg.Connection, *queues: str) -> None:
     )
 
 
-def message_ids(app: Celery, queue: str) -> list[str]:
-    ids = []
+def messages(app: Celery, queue: str) -> list[tuple[str, str]]:
+    """``(task id, task name)`` of every message waiting in ``queue``, taken off it."""
+    found = []
     with app.connection_for_read() as connection:
         while (message := connection.default_channel.basic_get(queue=queue, no_ack=True)) is not None:
-            ids.append(message.headers["id"])
-    return ids
+            found.append((message.headers["id"], message.headers["task"]))
+    return found
+
+
+def message_ids(app: Celery, queue: str) -> list[str]:
+    return [task_id for task_id, _ in messages(app, queue)]
+
+
+def test_each_job_goes_back_to_its_own_kinds_task(setup) -> None:
+    conn, app, settings = setup
+    live_worker(conn, BATCH, INTERACTIVE)
+    lost = job(conn, kind=JobKind.SIMILARITY, sent_at="2000-01-01")
+    lapsed = job(conn, kind=JobKind.PARAPHRASES, status="running", attempts=1, lease_expires_at="2000-01-01")
+    encode = job(conn, sent_at="2000-01-01")
+    report = sweep(conn=conn, app=app, settings=settings)
+    assert sorted(report.resent) == sorted([lost, lapsed, encode])
+    assert sorted(messages(app, BATCH)) == sorted(
+        [(lost, "embedq.similarity"), (lapsed, "embedq.paraphrases"), (encode, "embedq.encode")]
+    )
+
+
+def test_a_parent_is_never_sent_its_chunks_are(setup) -> None:
+    conn, app, settings = setup
+    live_worker(conn, BATCH, INTERACTIVE)
+    created = jobs_store.create_job(
+        conn=conn,
+        kind=JobKind.ENCODE,
+        queue=BATCH,
+        request={"texts": ["a", "b", "c"]},
+        total=3,
+        max_attempts=3,
+        chunk_field="texts",
+        chunk_size=2,
+    )
+    conn.execute("UPDATE jobs SET sent_at = '2000-01-01'")
+    chunk_ids = [job_id for job_id, _ in created.messages]
+    assert len(chunk_ids) == 2 and created.info.id not in chunk_ids
+    report = sweep(conn=conn, app=app, settings=settings)
+    assert sorted(report.resent) == sorted(chunk_ids)
+    assert sorted(message_ids(app, BATCH)) == sorted(chunk_ids)
 
 
 def test_a_queue_holding_every_message_is_left_alone(setup) -> None:

@@ -16,14 +16,14 @@ from worker.cli import main
 
 def insert_job(db, texts: list[str]) -> str:
     """A queued job whose message was never sent, as after a client crash between commit and send."""
-    info, _ = jobs_store.create_job(
+    info = jobs_store.create_job(
         conn=db,
         kind=JobKind.ENCODE,
         queue="embedq.cpu.interactive",
         request={"texts": texts},
         total=len(texts),
         max_attempts=3,
-    )
+    ).info
     return info.id
 
 

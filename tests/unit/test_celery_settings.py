@@ -21,7 +21,20 @@ def test_json_only_late_acks_prefetch_one_and_consistent_timeouts() -> None:
     assert {queue.name for queue in conf["task_queues"]} == {*QUEUES, PLAIN_QUEUE}
 
 
-def test_celery_never_gives_up_retrying_a_job() -> None:
-    from worker.tasks import encode
+def test_every_kind_has_one_task_that_never_gives_up_retrying() -> None:
+    from api_client.kinds import KINDS
+    from worker.tasks import TASKS
 
-    assert encode.max_retries is None  # attempts are capped in the jobs row instead
+    assert set(TASKS) == {spec.task_name for spec in KINDS.values()}
+    for task in TASKS.values():
+        assert task.max_retries is None  # attempts are capped in the jobs row instead
+
+
+def test_workers_record_outcomes_in_celerys_database_backend_on_the_embedq_database(monkeypatch) -> None:
+    monkeypatch.setenv("EMBEDQ_BROKER_URL", "redis://x")
+    monkeypatch.setenv("EMBEDQ_DATABASE_URL", "postgresql://u@db.example/embedq")
+    from worker.app import _config
+
+    conf = _config()
+    assert conf["result_backend"] == "db+postgresql+psycopg://u@db.example/embedq"
+    assert conf["task_ignore_result"] is False

@@ -2,14 +2,15 @@ from __future__ import annotations
 
 import pytest
 
+from api_client.errors import QueueNotFound as TreeQueueNotFound
+from api_client.errors import from_record
 from api_client.routing import QUEUES, QueueNotFound, Thresholds, queue_name, route
-from api_client.states import JobKind
 
 SMALL = Thresholds(interactive_max_items=10, interactive_max_chars=1000)
 
 
 def encode(n_items: int, n_chars: int = 10, **kwargs: object) -> str:
-    return route(kind=JobKind.ENCODE, n_items=n_items, n_chars=n_chars, thresholds=SMALL, **kwargs)  # type: ignore[arg-type]
+    return route(n_items=n_items, n_chars=n_chars, thresholds=SMALL, **kwargs)  # type: ignore[arg-type]
 
 
 def test_small_encodes_are_interactive_on_cpu() -> None:
@@ -37,3 +38,17 @@ def test_undeclared_queues_are_refused() -> None:
     with pytest.raises(QueueNotFound):
         encode(1, gpu_alive=False, lane="bulk")
     assert set(QUEUES) == {"embedq.cpu.interactive", "embedq.cpu.batch", "embedq.gpu.interactive", "embedq.gpu.batch"}
+
+
+def test_a_kind_whose_small_jobs_are_not_interactive_always_goes_to_batch() -> None:
+    assert encode(1, gpu_alive=False, small_is_interactive=False) == "embedq.cpu.batch"
+    assert encode(1, gpu_alive=True, small_is_interactive=False) == "embedq.gpu.batch"
+
+
+def test_queue_not_found_is_in_the_error_tree_and_round_trips() -> None:
+    assert QueueNotFound is TreeQueueNotFound
+    with pytest.raises(QueueNotFound) as caught:
+        queue_name("tpu", "batch")
+    again = from_record(caught.value.to_record())
+    assert type(again) is QueueNotFound
+    assert again.detail == {"queue": "embedq.tpu.batch"}

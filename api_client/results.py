@@ -1,0 +1,43 @@
+"""Reading a finished job's output, one reader per job kind (named in ``api_client.kinds``).
+
+Results never travel through the broker: each reader takes the job's summary
+from its row and its data from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from api_client.postprocess import quantize, truncate_and_normalize
+from api_client.schemas import JobInfo
+from api_client.store import arrays as arrays_store
+from api_client.store import embeddings as embeddings_store
+from api_client.store import models as models_store
+
+
+def read_vectors(conn: psycopg.Connection, info: JobInfo) -> np.ndarray:
+    """An encode job's vectors in input order, with its options applied (truncate, normalize, quantize)."""
+    summary: dict[str, Any] = info.result or {}
+    raw = embeddings_store.read_job_vectors(conn=conn, job_id=info.id, count=summary["count"])
+    ranges = None
+    if summary["precision"] in ("int8", "uint8"):
+        ranges = models_store.get_ranges(
+            conn=conn, model_id=summary["model_id"], dimension=summary["dimension"], normalized=summary["normalize"]
+        )
+    vectors = truncate_and_normalize(raw, truncate_dim=summary["truncate_dim"], normalize=summary["normalize"])
+    return quantize(vectors, summary["precision"], ranges)
+
+
+def read_scores(conn: psycopg.Connection, info: JobInfo) -> np.ndarray:
+    """A similarity job's float32 scores: ``[queries, texts]``, or ``[n]`` when pairwise."""
+    return arrays_store.read_arrays(conn=conn, job_id=info.id)["scores"]
+
+
+def read_pairs(conn: psycopg.Connection, info: JobInfo) -> list[tuple[float, int, int]]:
+    """A paraphrase job's pairs ``(score, i, j)``, best first."""
+    arrays = arrays_store.read_arrays(conn=conn, job_id=info.id)
+    scores, pairs = arrays["scores"], arrays["pairs"]
+    return [(float(score), int(i), int(j)) for score, (i, j) in zip(scores, pairs, strict=True)]

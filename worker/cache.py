@@ -1,0 +1,127 @@
+"""Vectors through the embedding cache: look texts up, encode only the misses, write them back.
+
+Shared by every runner that needs vectors (encode, similarity, paraphrases).
+Encoded vectors go to the cache every ``flush_every`` texts, so a job retried
+after a crash resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import psycopg
+
+from api_client.store import embeddings as embeddings_read
+from api_client.texts import text_sha256
+from tasks.encode import iter_encode
+from tasks.models import LoadedModel
+from worker.lease import Progress
+from worker.runtime import Runtime
+from worker.store import embeddings as embeddings_store
+
+
+class Pending:
+    """Vectors encoded but not yet in the cache."""
+
+    def __init__(self, model_id: int) -> None:
+        self.model_id = model_id
+        self.keys: list[bytes] = []
+        self.vectors: list[np.ndarray] = []
+
+    def add(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        self.keys.extend(keys)
+        self.vectors.append(vectors)
+
+    def write(self, conn: psycopg.Connection, *, skip_existing: bool) -> None:
+        """Copy them into the cache (inside the caller's transaction)."""
+        if self.keys:
+            embeddings_store.write_embeddings(
+                conn=conn,
+                model_id=self.model_id,
+                keys=self.keys,
+                vectors=np.concatenate(self.vectors),
+                skip_existing=skip_existing,
+            )
+
+    def clear(self) -> None:
+        self.keys.clear()
+        self.vectors.clear()
+
+
+def commit(conn: psycopg.Connection, body: Callable[[bool], None]) -> None:
+    """Run ``body(skip_existing)`` in a transaction; once more with ``True`` if another worker cached a key first."""
+    try:
+        with conn.transaction():
+            body(False)
+    except psycopg.errors.UniqueViolation:
+        with conn.transaction():
+            body(True)
+
+
+def encode_missing(
+    rt: Runtime,
+    *,
+    model: LoadedModel,
+    pending: Pending,
+    texts: dict[bytes, str],
+    batch_size: int,
+    prompt: str | None,
+    on_batch: Callable[[list[bytes]], None],
+) -> None:
+    """Encode the texts (by key) into ``pending``, flushing it to the cache every ``flush_every`` vectors."""
+    keys = list(texts)
+    for indices, vectors in iter_encode(model.model, list(texts.values()), batch_size=batch_size, prompt=prompt):
+        batch_keys = [keys[i] for i in indices]
+        pending.add(batch_keys, vectors)
+        if len(pending.keys) >= rt.settings.flush_every:
+            commit(rt.conn, lambda skip: pending.write(rt.conn, skip_existing=skip))
+            pending.clear()
+        on_batch(batch_keys)
+
+
+class Lookup:
+    """The cache keys of a job's texts and which of them still need a forward pass."""
+
+    def __init__(self, rt: Runtime, *, model_id: int, texts: Sequence[str], prompt: str | None) -> None:
+        self.keys = [text_sha256(text, prompt) for text in texts]
+        self.weights = Counter(self.keys)
+        self.unique = dict(zip(self.keys, texts, strict=True))
+        cached = embeddings_store.cached_keys(conn=rt.conn, model_id=model_id, keys=list(self.unique))
+        self.missing = {key: text for key, text in self.unique.items() if key not in cached}
+
+    @property
+    def done(self) -> int:
+        """Items whose vectors are already cached."""
+        return len(self.keys) - sum(self.weights[key] for key in self.missing)
+
+
+def cached_vectors(
+    rt: Runtime,
+    *,
+    model: LoadedModel,
+    model_id: int,
+    texts: Sequence[str],
+    batch_size: int,
+    progress: Progress,
+    prompt: str | None = None,
+) -> tuple[np.ndarray, Lookup]:
+    """The raw vectors of ``texts`` in input order, encoding only what the cache lacks."""
+    lookup = Lookup(rt, model_id=model_id, texts=texts, prompt=prompt)
+    progress.beat(lookup.done)
+    pending = Pending(model_id)
+    encode_missing(
+        rt,
+        model=model,
+        pending=pending,
+        texts=lookup.missing,
+        batch_size=batch_size,
+        prompt=prompt,
+        on_batch=lambda batch: progress.beat(progress.done + sum(lookup.weights[k] for k in batch)),
+    )
+    commit(rt.conn, lambda skip: pending.write(rt.conn, skip_existing=skip))
+    unique = list(lookup.unique)
+    vectors = embeddings_read.read_vectors(conn=rt.conn, model_id=model_id, keys=unique)
+    position = {key: i for i, key in enumerate(unique)}
+    return vectors[[position[key] for key in lookup.keys]], lookup

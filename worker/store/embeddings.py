@@ -1,0 +1,62 @@
+"""Writing the embedding cache and encode outputs (read by ``api_client.store.embeddings``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import psycopg
+
+from api_client import pgcopy
+
+_STAGE = "embedq_stage_embeddings"
+
+
+def cached_keys(*, conn: psycopg.Connection, model_id: int, keys: Sequence[bytes]) -> set[bytes]:
+    """The subset of ``keys`` already in the cache for this model."""
+    if not keys:
+        return set()
+    rows = conn.execute(
+        "SELECT text_sha256 FROM embeddings WHERE model_id = %s AND text_sha256 = ANY(%s)",
+        (model_id, list(keys)),
+    ).fetchall()
+    return {bytes(row[0]) for row in rows}
+
+
+def write_embeddings(
+    *, conn: psycopg.Connection, model_id: int, keys: Sequence[bytes], vectors: np.ndarray, skip_existing: bool = False
+) -> None:
+    """Add vectors to the cache with one binary COPY.
+
+    By default the keys must be new (the caller checked ``cached_keys``): a key
+    that another worker stored meanwhile raises ``UniqueViolation``, and the
+    caller repeats its transaction with ``skip_existing=True``, which copies
+    into a staging table and inserts with ``ON CONFLICT DO NOTHING``.
+    """
+    if not len(keys):
+        return
+    # Rows in key order: two workers copying overlapping keys then lock them in the same order.
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    body = pgcopy.embedding_rows(model_id, [keys[i] for i in order], vectors[order])
+    table = "embeddings"
+    if skip_existing:
+        table = _STAGE
+        conn.execute(f"CREATE TEMP TABLE {_STAGE} (LIKE embeddings) ON COMMIT DROP")
+    with conn.cursor().copy(f"COPY {table} (model_id, text_sha256, embedding) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.write(body)
+    if skip_existing:
+        conn.execute(f"INSERT INTO embeddings SELECT * FROM {_STAGE} ON CONFLICT DO NOTHING")
+
+
+def write_outputs(
+    *, conn: psycopg.Connection, job_id: str, model_id: int, keys: Sequence[bytes], offset: int = 0
+) -> None:
+    """Record the job's items in input order (item ``offset``, ``offset + 1``, ...) by their cache key.
+
+    A chunk writes its items into its parent's rows at its ``item_offset``.
+    """
+    conn.execute(
+        "INSERT INTO encode_outputs (job_id, item, model_id, text_sha256) "
+        "SELECT %s, %s + k.n - 1, %s, k.text_sha256 FROM unnest(%s::bytea[]) WITH ORDINALITY AS k(text_sha256, n)",
+        (job_id, offset, model_id, list(keys)),
+    )
