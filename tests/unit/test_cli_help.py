@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from worker.cli import build_parser, main
@@ -13,11 +15,15 @@ from worker.cli import build_parser, main
         (["worker"], "--hardware"),
         (["migrate"], "--downgrade"),
         (["encode"], "--precision"),
+        (["result"], "--output"),
         (["jobs"], "--status"),
         (["job"], "id"),
         (["cancel"], "id"),
         (["sweep"], "re-send"),
         (["models"], "add"),
+        (["models", "list"], "backend"),
+        (["models", "add"], "modules.json"),
+        (["status"], "--json"),
     ],
 )
 def test_every_command_has_help(command: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -25,6 +31,41 @@ def test_every_command_has_help(command: list[str], expected: str, capsys: pytes
         main([*command, "--help"])
     assert caught.value.code == 0
     assert expected in capsys.readouterr().out
+
+
+def _parsers(parser: argparse.ArgumentParser, path: str = "embedq") -> list[tuple[str, argparse.ArgumentParser]]:
+    found = [(path, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _parsers(sub, f"{path} {name}")
+    return found
+
+
+def test_every_option_and_argument_has_help_text() -> None:
+    parsers = _parsers(build_parser())
+    assert {"embedq result", "embedq status", "embedq models list", "embedq models add"} <= {p for p, _ in parsers}
+    missing = [
+        f"{path} {action.option_strings or action.dest}"
+        for path, parser in parsers
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction) and not (action.help or "").strip()
+    ]
+    assert missing == []
+
+
+def test_every_command_has_a_description() -> None:
+    parsers = _parsers(build_parser())
+    assert [path for path, parser in parsers if not parser.description] == []
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out.strip() == f"embedq {version('embedq')}"
 
 
 def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

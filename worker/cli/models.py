@@ -31,6 +31,13 @@ def check_folder(path: Path) -> None:
         )
 
 
+def first_sentence(text: str) -> str:
+    """The first sentence of a library's error (transformers appends every model type it knows)."""
+    line = (text.strip().splitlines() or ["unknown reason"])[0]
+    end = line.find(". ")
+    return line[: end + 1] if end > 0 else line
+
+
 def cmd_models_add(args: argparse.Namespace) -> int:
     require("worker", "embedq models add")
     path = Path(args.path).resolve()
@@ -43,8 +50,8 @@ def cmd_models_add(args: argparse.Namespace) -> int:
     try:
         loaded = ModelRegistry().load(args.name, path)
     except UnknownModel as exc:
-        reason = str(exc.__cause__ or exc.message).strip().splitlines() or ["unknown reason"]
-        raise UnknownModel(f"{path} could not be loaded as a model: {reason[0]}", detail=exc.detail) from exc
+        reason = first_sentence(str(exc.__cause__ or exc.message))
+        raise UnknownModel(f"{path} could not be loaded as a model: {reason}", detail=exc.detail) from exc
     with connect(database_url) as conn:
         row = record_model(conn, args.name, path, loaded, dtype="float32", source="registered", register=True)
     print(f"registered {row.name} version {row.version} ({row.dimension} dims) at {row.artifact_path}")

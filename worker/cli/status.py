@@ -11,11 +11,11 @@ import ast
 import dataclasses
 import json
 import logging
+import re
 import sys
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from api_client.settings import Settings, get_settings
 
@@ -61,14 +61,9 @@ def _assignments(path: Path, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def public_url(url: str) -> str:
-    """``url`` with its password (in the user part or the query) masked."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.split(':', 1)[0]}:***@{host}"
-    query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)])
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    """``url`` with its password (in the user part or a ``password=`` parameter) masked."""
+    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?]*):[^@/?]+@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 def queue_depth(connection: Any, queue: str) -> int:
