@@ -11,7 +11,14 @@ from tests import helpers
 
 
 def sts_split(name: str) -> tuple[np.ndarray, list[str], list[str]]:
-    rows = [line.split("\t") for line in (helpers.SHARED_DATA / "stsb" / f"{name}.tsv").read_text().splitlines()[1:]]
+    """A split of the STS Benchmark (not shipped: its sentences carry their sources' licences)."""
+    path = helpers.SHARED_DATA / "stsb" / f"{name}.tsv"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: this slow test needs the STS Benchmark as tab-separated score, sentence1, "
+            "sentence2 rows with a header (the English STSbenchmark; see docs/benchmarks.md)"
+        )
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
     return np.array([float(r[0]) for r in rows]), [r[1] for r in rows], [r[2] for r in rows]
 
 
