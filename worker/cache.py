@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import psycopg
+from billiard.exceptions import SoftTimeLimitExceeded
 
 from api_client.store import embeddings as embeddings_read
 from api_client.texts import text_sha256
@@ -70,15 +71,28 @@ def encode_missing(
     prompt: str | None,
     on_batch: Callable[[list[bytes]], None],
 ) -> None:
-    """Encode the texts (by key) into ``pending``, flushing it to the cache every ``flush_every`` vectors."""
+    """Encode the texts (by key) into ``pending``, flushing it to the cache every ``flush_every`` vectors.
+
+    At the soft time limit what was encoded is flushed before the limit goes
+    on up, so the retry of a job that made progress resumes after it.
+    """
     keys = list(texts)
-    for indices, vectors in iter_encode(model.model, list(texts.values()), batch_size=batch_size, prompt=prompt):
-        batch_keys = [keys[i] for i in indices]
-        pending.add(batch_keys, vectors)
-        if len(pending.keys) >= rt.settings.flush_every:
-            commit(rt.conn, lambda skip: pending.write(rt.conn, skip_existing=skip))
-            pending.clear()
-        on_batch(batch_keys)
+    try:
+        for indices, vectors in iter_encode(model.model, list(texts.values()), batch_size=batch_size, prompt=prompt):
+            batch_keys = [keys[i] for i in indices]
+            pending.add(batch_keys, vectors)
+            if len(pending.keys) >= rt.settings.flush_every:
+                flush(rt, pending)
+            on_batch(batch_keys)
+    except SoftTimeLimitExceeded:
+        flush(rt, pending)
+        raise
+
+
+def flush(rt: Runtime, pending: Pending) -> None:
+    """Write the pending vectors to the cache in their own transaction."""
+    commit(rt.conn, lambda skip: pending.write(rt.conn, skip_existing=skip))
+    pending.clear()
 
 
 class Lookup:
@@ -120,7 +134,7 @@ def cached_vectors(
         prompt=prompt,
         on_batch=lambda batch: progress.beat(progress.done + sum(lookup.weights[k] for k in batch)),
     )
-    commit(rt.conn, lambda skip: pending.write(rt.conn, skip_existing=skip))
+    flush(rt, pending)
     unique = list(lookup.unique)
     vectors = embeddings_read.read_vectors(conn=rt.conn, model_id=model_id, keys=unique)
     position = {key: i for i, key in enumerate(unique)}

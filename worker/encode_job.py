@@ -16,7 +16,7 @@ from api_client.store import models as models_read
 from api_client.texts import text_sha256
 from tasks import calibration
 from tasks.models import LoadedModel
-from worker.cache import Lookup, Pending, commit, encode_missing
+from worker.cache import Lookup, Pending, commit, encode_missing, flush
 from worker.lease import JobStopped, Progress
 from worker.runtime import Runtime
 from worker.store import embeddings as embeddings_store
@@ -44,7 +44,7 @@ def _ensure_ranges(
         prompt=None,
         on_batch=lambda _keys: progress.beat(progress.done),
     )
-    commit(rt.conn, lambda skip: pending.write(rt.conn, skip_existing=skip))
+    flush(rt, pending)
     raw = embeddings_read.read_vectors(conn=rt.conn, model_id=model_id, keys=list(texts))
     models_store.put_ranges(
         conn=rt.conn,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import psycopg
 
 from api_client import EmbedQ, JobStatus
@@ -43,8 +44,8 @@ def test_a_job_taken_over_is_never_finished_by_its_first_worker(eq: EmbedQ, db) 
     job.cancel()
 
 
-def test_the_soft_time_limit_fails_the_job_and_the_worker_goes_on(
-    isolated_database: str, broker_url: str, tmp_path: Path
+def test_the_soft_time_limit_retries_a_job_that_made_progress_and_fails_one_that_did_not(
+    isolated_database: str, broker_url: str, tmp_path: Path, st_model
 ) -> None:
     env = helpers.worker_env(
         helpers.other_redis_db(broker_url),
@@ -52,18 +53,28 @@ def test_the_soft_time_limit_fails_the_job_and_the_worker_goes_on(
         EMBEDQ_SOFT_TIME_LIMIT="2",
         EMBEDQ_TIME_LIMIT="8",
         EMBEDQ_VISIBILITY_TIMEOUT="60",
+        EMBEDQ_MAX_ATTEMPTS="10",
     )
     worker = helpers.start_worker(env, isolated_database, "time-limit@%h", tmp_path / "worker.log")
     eq = EmbedQ(get_settings(env, env_file=False))
     try:
-        job = eq.encode(helpers.unique_texts(2000), batch_size=8)
-        info = job.wait(timeout=120)
+        # Many short batches: each attempt caches what it encoded, the next one resumes after it.
+        texts = helpers.unique_texts(600)
+        job = eq.encode(texts, batch_size=8)
+        info = job.wait(timeout=240)
+        assert info.status == JobStatus.SUCCEEDED, (tmp_path / "worker.log").read_text()[-3000:]
+        assert info.attempts > 1 and info.result is not None and info.result["cached"] > 0
+        assert np.abs(job.result(timeout=1) - st_model.encode(texts, batch_size=8)).max() < 1e-5
+
+        # One batch longer than the limit: no progress, so retrying cannot help.
+        stuck = eq.encode([(f"{text} " * 20)[:1900] for text in helpers.unique_texts(1024)], batch_size=1024)
+        info = stuck.wait(timeout=120)
         assert info.status == JobStatus.FAILED, (tmp_path / "worker.log").read_text()[-3000:]
         assert info.error is not None and info.error["type"] == "TimeLimitExceeded"
-        assert 0 < info.progress[0] < 2000
+        assert info.attempts == 1 and info.progress[0] == 0
         assert eq.encode(["after the limit"]).result(timeout=60).shape == (1, 384)
     finally:
         eq.close()
         stop_worker(worker, timeout=30)
     with psycopg.connect(isolated_database) as conn:
-        assert conn.execute("SELECT count(*) FROM encode_outputs WHERE job_id = %s", (job.id,)).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM encode_outputs WHERE job_id = %s", (stuck.id,)).fetchone()[0] == 0
