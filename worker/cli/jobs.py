@@ -43,19 +43,52 @@ def read_texts(path: str | None) -> list[str]:
         raise BadRequest(f"input: line {line} is not valid UTF-8", detail={"field": "input", "line": line}) from exc
 
 
-def by_line(exc: BadRequest) -> BadRequest:
-    """The same error, naming the input line instead of the index (``texts[2]`` is line 3)."""
-    index = exc.detail.get("index")
-    if exc.detail.get("field") != "texts" or not isinstance(index, int):
+def by_line(exc: BadRequest, files: dict[str, str] | None = None) -> BadRequest:
+    """The same error, naming the input line instead of the index (``texts[2]`` is line 3).
+
+    ``files`` names the input of each list field (``{"queries": "queries.txt"}``) for commands that read
+    more than one; the line is then given with its file.
+    """
+    field, index = exc.detail.get("field"), exc.detail.get("index")
+    if not isinstance(field, str) or not isinstance(index, int) or (files is None and field != "texts"):
         return exc
     line = index + 1
-    reason = exc.message.removeprefix(f"texts[{index}]: ")
-    return type(exc)(f"line {line}: {reason}", detail={**exc.detail, "line": line})
+    reason = exc.message.removeprefix(f"{field}[{index}]: ")
+    where = f"{files[field]} line {line}" if files and field in files else f"line {line}"
+    return type(exc)(f"{where}: {reason}", detail={**exc.detail, "line": line})
+
+
+def await_job(job: Any, args: argparse.Namespace) -> bool:
+    """Print the job id; unless ``--no-wait``, wait for it with a progress bar on a terminal.
+
+    Returns whether the job was waited for (its output is then to be written).
+    """
+    from worker.cli.progress_bar import wait_with_progress
+
+    if args.no_wait:
+        print(job.id)
+        return False
+    print(f"job {job.id}", file=sys.stderr)
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    wait_with_progress(job, timeout=args.timeout, show=show)
+    return True
+
+
+def add_wait_options(p: argparse.ArgumentParser) -> None:
+    """``--timeout``, ``--no-wait`` and ``--progress``, as every job-running command has them."""
+    p.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    p.add_argument(
+        "--no-wait", action="store_true", help="print only the job id on stdout and return once it is queued"
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: when stderr is a terminal)",
+    )
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from worker.cli.progress_bar import wait_with_progress
-
     if args.no_wait and args.output not in (None, "-"):
         raise UsageError("--no-wait writes no vectors; fetch them later with `embedq result ID --output FILE`")
     if not args.no_wait:
@@ -76,12 +109,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
             )
         except BadRequest as exc:
             raise by_line(exc) from exc
-        if args.no_wait:
-            print(job.id)
+        if not await_job(job, args):
             return 0
-        print(f"job {job.id}", file=sys.stderr)
-        show = args.progress if args.progress is not None else sys.stderr.isatty()
-        wait_with_progress(job, timeout=args.timeout, show=show)
         vectors = job.result(timeout=0)
     write_npy(vectors, args.output)
     return 0
@@ -118,12 +147,12 @@ def _print_jobs(jobs: list[Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps([job.as_json() for job in jobs], indent=2))
         return
-    print(f"{'id':36}  {'kind':6}  {'status':9}  {'progress':>13}  {'queue':22}  created")
+    print(f"{'id':36}  {'kind':11}  {'status':9}  {'progress':>13}  {'queue':22}  created")
     for job in jobs:
         done, total = job.progress
         error = f"  {job.error['type']}" if job.error else ""
         print(
-            f"{job.id:36}  {job.kind:6}  {job.status:9}  {f'{done}/{total}':>13}  {job.queue:22}  "
+            f"{job.id:36}  {job.kind:11}  {job.status:9}  {f'{done}/{total}':>13}  {job.queue:22}  "
             f"{job.created_at:%Y-%m-%d %H:%M:%S}{error}"
         )
 
@@ -166,16 +195,7 @@ def _encode_parser(sub: Any) -> None:
     p.add_argument("--idempotency-key", help="submitting the same key again returns the same job")
     p.add_argument("--input", help="read texts from this file instead of stdin")
     p.add_argument("--output", help="write the .npy here instead of stdout")
-    p.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
-    p.add_argument(
-        "--no-wait", action="store_true", help="print only the job id on stdout and return once it is queued"
-    )
-    p.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="show a progress bar (default: when stderr is a terminal)",
-    )
+    add_wait_options(p)
     p.set_defaults(func=cmd_encode)
 
 
