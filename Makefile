@@ -38,7 +38,10 @@ test-all: test test-slow
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/encode.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/fleet.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/chunks.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/latency.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/similarity.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/stsb.py
 
 clean:

