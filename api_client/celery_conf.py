@@ -10,11 +10,10 @@ from kombu import Exchange, Queue
 
 from api_client.errors import BadRequest
 from api_client.kinds import BY_TASK
-from api_client.routing import QUEUES, Thresholds, route
+from api_client.routing import DEFAULT_QUEUE, QUEUES, Thresholds, route
 from api_client.schemas import Limits
 from api_client.settings import Settings
 
-DEFAULT_QUEUE = "embedq.cpu.interactive"
 PLAIN_QUEUE = "celery"
 """Celery's own default queue: where a plain ``Celery(broker=...).send_task`` without ``queue=`` lands.
 Workers consume it too (``embedq worker --no-plain-queue`` turns that off)."""

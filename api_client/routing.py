@@ -1,9 +1,11 @@
-"""Routing: which queue a job goes to. One pure function plus the queue table.
+"""Routing: which queue a job goes to, and where the sweeper re-sends one. Pure functions and the queue table.
 
 Queues are ``embedq.<hardware>.<lane>``. ``lane`` is ``interactive`` for small
 jobs someone waits on and ``batch`` for the rest; ``hardware`` is ``gpu`` only
 for batch work while a GPU worker is alive (or when a hint asks for it and
-one is alive), else ``cpu``.
+one is alive), else ``cpu``. Celery's router of embedq's own app routes inline
+requests with ``gpu_alive=False`` (a router cannot see the fleet); the
+sweeper's ``target_queue`` moves any job off a queue no live worker consumes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ HARDWARE: tuple[Hardware, ...] = ("cpu", "gpu")
 LANES: tuple[Lane, ...] = ("interactive", "batch")
 
 QUEUES: tuple[str, ...] = tuple(f"embedq.{hw}.{lane}" for hw in HARDWARE for lane in LANES)
+DEFAULT_QUEUE = "embedq.cpu.interactive"
+"""Where a message that names no queue and cannot be routed by size goes."""
 
 
 def queue_name(hardware: str, lane: str) -> str:
@@ -67,3 +71,16 @@ def route(
     elif hardware == "gpu" and not gpu_alive:
         hardware = "cpu"
     return queue_name(hardware, lane)
+
+
+def target_queue(queue: str, consumed: set[str]) -> str:
+    """Where to re-send a job of ``queue``: itself while a live worker consumes it, else a consumed
+    queue of the same lane (CPU first), else any consumed embedq queue; with no live worker at all,
+    the job's own queue (or the default one for an unknown name)."""
+    if queue in consumed:
+        return queue
+    lane = queue.rsplit(".", 1)[-1] if queue in QUEUES else LANES[0]
+    for candidate in (f"embedq.cpu.{lane}", f"embedq.gpu.{lane}", *QUEUES):
+        if candidate in consumed:
+            return candidate
+    return queue if queue in QUEUES else DEFAULT_QUEUE

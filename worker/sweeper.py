@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 import psycopg
 from celery import Celery
 
-from api_client.celery_conf import DEFAULT_QUEUE, PLAIN_QUEUE
+from api_client.celery_conf import PLAIN_QUEUE
 from api_client.kinds import KINDS
-from api_client.routing import LANES, QUEUES
+from api_client.routing import QUEUES, target_queue
 from api_client.settings import Settings
 from api_client.store import workers as workers_store
 from worker.store import jobs as jobs_store
@@ -67,19 +67,6 @@ def queue_depth(app: Celery, queue: str) -> int:
                 channel.close()
             except Exception:  # a passive declare on a missing AMQP queue closes the channel itself
                 log.debug("channel already closed")
-
-
-def target_queue(queue: str, consumed: set[str]) -> str:
-    """Where to re-send a job of ``queue``: itself while a live worker consumes it, else a consumed
-    queue of the same lane (CPU first), else any consumed embedq queue; with no live worker at all,
-    the job's own queue (or the default one for an unknown name)."""
-    if queue in consumed:
-        return queue
-    lane = queue.rsplit(".", 1)[-1] if queue in QUEUES else LANES[0]
-    for candidate in (f"embedq.cpu.{lane}", f"embedq.gpu.{lane}", *QUEUES):
-        if candidate in consumed:
-            return candidate
-    return queue if queue in QUEUES else DEFAULT_QUEUE
 
 
 def _send(app: Celery, conn: psycopg.Connection, job: Resend, consumed: set[str], report: SweepReport) -> None:

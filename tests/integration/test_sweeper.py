@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 import pytest
 
 from api_client import EmbedQ, JobStatus
+from api_client.celery_conf import producer_app
 from api_client.errors import AttemptsExhausted
+from api_client.settings import get_settings
 from api_client.states import JobKind
 from api_client.store import jobs as jobs_store
 from tests import helpers
@@ -57,9 +60,21 @@ def test_a_job_out_of_attempts_fails_with_its_last_error(eq: EmbedQ, db) -> None
         eq.job(job_id).result(timeout=30)
 
 
-def test_sweep_command_reports_what_it_did(eq, db, worker_env, monkeypatch, capsys) -> None:
-    for key, value in worker_env.items():
+def test_sweep_command_resends_a_lost_job_and_reports_it(isolated_database, broker_url, monkeypatch, capsys) -> None:
+    """``embedq sweep`` on a stack with no worker: the lost job's message is on the broker afterwards."""
+    env = helpers.worker_env(helpers.other_redis_db(broker_url), isolated_database)
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
+    with psycopg.connect(isolated_database, autocommit=True) as conn:
+        lost = insert_job(conn, ["x"])
+        conn.execute("UPDATE jobs SET sent_at = now() - interval '1 hour' WHERE id = %s", (lost,))
+    app = producer_app(get_settings(env, env_file=False))
+    with app.connection_for_write() as connection:
+        connection.default_channel.queue_purge("embedq.cpu.interactive")
     assert main(["sweep"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"locked", "resent", "rerouted", "failed", "skipped_backlog"}
+    assert report["locked"] is True and report["resent"] == [lost] and report["failed"] == []
+    with app.connection_for_read() as connection:
+        message = connection.default_channel.basic_get(queue="embedq.cpu.interactive", no_ack=True)
+    assert message is not None and message.headers["id"] == lost and message.headers["task"] == "embedq.encode"
+    app.close()

@@ -52,3 +52,13 @@ def test_queue_not_found_is_in_the_error_tree_and_round_trips() -> None:
     again = from_record(caught.value.to_record())
     assert type(again) is QueueNotFound
     assert again.detail == {"queue": "embedq.tpu.batch"}
+
+
+def test_a_job_is_resent_to_its_queue_while_consumed_else_to_a_consumed_one_of_its_lane() -> None:
+    from api_client.routing import DEFAULT_QUEUE, target_queue
+
+    assert target_queue("embedq.gpu.batch", {"embedq.gpu.batch", "embedq.cpu.batch"}) == "embedq.gpu.batch"
+    assert target_queue("embedq.gpu.batch", {"embedq.cpu.batch", "embedq.cpu.interactive"}) == "embedq.cpu.batch"
+    assert target_queue("embedq.gpu.interactive", {"embedq.cpu.batch"}) == "embedq.cpu.batch"
+    assert target_queue("embedq.gpu.batch", set()) == "embedq.gpu.batch"
+    assert target_queue("someone.elses", set()) == DEFAULT_QUEUE

@@ -71,7 +71,7 @@ def claim_job(
     actual = conn.execute("SELECT kind FROM jobs WHERE id = %s", (job_id,)).fetchone()
     if actual is not None and actual[0] != str(kind):
         raise WrongKind(
-            f"job {job_id} is a {actual[0]} job; a message for the {kind} task cannot run it",
+            f"job {job_id} is of kind {actual[0]}; a message for the {kind} task cannot run it",
             detail={"job_id": job_id, "kind": actual[0], "task_kind": str(kind)},
         )
     fail_exhausted(conn=conn, job_ids=[job_id])
