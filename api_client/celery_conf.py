@@ -10,7 +10,7 @@ from kombu import Exchange, Queue
 
 from api_client.errors import BadRequest
 from api_client.kinds import BY_TASK
-from api_client.routing import DEFAULT_QUEUE, QUEUES, Thresholds, route
+from api_client.routing import DEFAULT_QUEUE, QUEUES, Thresholds
 from api_client.schemas import Limits
 from api_client.settings import Settings
 
@@ -44,14 +44,7 @@ def route_message(
         request = spec.parse(kwargs.get("request") if isinstance(kwargs, dict) else None, limits)
     except BadRequest:
         return {"queue": DEFAULT_QUEUE}
-    n_items, n_chars = spec.size(request)
-    queue = route(
-        n_items=n_items,
-        n_chars=n_chars,
-        gpu_alive=False,
-        thresholds=thresholds,
-        small_is_interactive=spec.small_is_interactive,
-    )
+    queue = spec.queue(request, gpu_alive=False, thresholds=thresholds)
     return {"queue": queue}
 
 

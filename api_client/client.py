@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from api_client import catalog, submit
 from api_client.backoff import compute_backoff
 from api_client.celery_conf import producer_app, thresholds
+from api_client.collections import CollectionsMixin
 from api_client.db import libpq_url
 from api_client.errors import (
     BadRequest,
@@ -30,7 +31,6 @@ from api_client.errors import (
 )
 from api_client.kinds import KINDS
 from api_client.notify import Notifier
-from api_client.routing import route
 from api_client.schemas import DEFAULT_MODEL, JobInfo, Limits
 from api_client.settings import Settings, get_settings
 from api_client.states import JobKind, JobStatus
@@ -46,7 +46,7 @@ RECHECK_SECONDS = 5.0
 """Even without a notification, a waiter re-reads its job this often."""
 
 
-class EmbedQ:
+class EmbedQ(CollectionsMixin):
     """Client of one embedq service (a broker URL and a database URL)."""
 
     def __init__(self, settings: Settings) -> None:
@@ -227,15 +227,8 @@ class EmbedQ:
         spec = KINDS[kind]
         request = spec.parse(raw, self.limits)
         self._check_model(request)
-        n_items, n_chars = spec.size(request)
-        queue = route(
-            n_items=n_items,
-            n_chars=n_chars,
-            gpu_alive=self._gpu_alive(),
-            lane=lane,
-            hardware=hardware,
-            thresholds=thresholds(self.settings),
-            small_is_interactive=spec.small_is_interactive,
+        queue = spec.queue(
+            request, gpu_alive=self._gpu_alive(), thresholds=thresholds(self.settings), lane=lane, hardware=hardware
         )
         job_id = str(uuid.uuid4())  # chosen here, so a retried insert finds its own row
         created = self._run(
@@ -267,6 +260,8 @@ class EmbedQ:
         return sorted(set(catalog.BUNDLED) | set(self._run(lambda conn: models_store.model_names(conn=conn))))
 
     def _check_model(self, request: Any) -> None:
+        if getattr(request, "model", None) is None:  # a collection job: the collection names its model
+            return
         truncate_dim = getattr(request, "truncate_dim", None)
         prompt_name = getattr(request, "prompt_name", None)
         if request.model in catalog.BUNDLED and truncate_dim is None and prompt_name is None:
@@ -401,4 +396,9 @@ class Job:
             raise from_record(info.error or {"type": "InternalError", "message": "failed without an error record"})
         if info.status == JobStatus.CANCELLED:
             raise JobCancelled(f"job {self.id} was cancelled", detail={"job_id": self.id})
+        if info.parent_id is not None:
+            raise BadRequest(
+                f"job {self.id} is a chunk of job {info.parent_id}, which holds the output: read that job's result",
+                detail={"job_id": self.id, "parent_id": info.parent_id},
+            )
         return self._client._result(info)

@@ -13,6 +13,10 @@ job's ``Job.result()`` raises what the worker raised::
      │    │    └── WrongKind             a message whose task does not match its job's kind
      │    ├── NotConfigured              no server URLs in the environment or env file
      │    ├── UnknownModel               no such model, or it cannot be loaded
+     │    ├── UnknownCollection          no collection of that name
+     │    ├── ModelMismatch              vectors of another model version than the collection's
+     │    ├── ArtifactCorrupt            a file on disk does not match its manifest's sha256
+     │    ├── GateFailed                 a reindex's new index missed its recall gate
      │    ├── JobNotFound                no job with that id
      │    ├── IdempotencyConflict        key reused with a different request
      │    ├── JobCancelled               the job was cancelled
@@ -87,6 +91,22 @@ class NotConfigured(PermanentError):
 
 class UnknownModel(PermanentError):
     """The model name resolves to nothing this service can load."""
+
+
+class UnknownCollection(PermanentError):
+    """No collection has this name."""
+
+
+class ModelMismatch(PermanentError):
+    """The request's model version is not the collection's: a collection holds vectors of one version."""
+
+
+class ArtifactCorrupt(PermanentError):
+    """An artifact file does not match the sha256 its manifest records (``detail["file"]`` names it)."""
+
+
+class GateFailed(PermanentError):
+    """A reindex built an index whose recall missed the gate; the old version stays active."""
 
 
 class JobNotFound(PermanentError):

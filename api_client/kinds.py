@@ -3,8 +3,8 @@
 Each entry names the kind's Celery task, the function that validates its
 request (run by the client before queueing and by the worker on every
 message), its size for routing, whether small jobs take the interactive
-lane, the reader of its output, its time limits and attempts, and the list
-field that is split into chunk jobs when a request is large. The client, the
+lane, the reader of its output, its time limits and attempts, and how a
+large request splits into chunk jobs. The client, the
 worker's dispatch and the sweeper all look kinds up here.
 
 Adding a kind: an entry here, a request schema, a runner in ``worker/runners``,
@@ -15,15 +15,39 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 
 from api_client import results
 from api_client.errors import BadRequest
+from api_client.routing import Thresholds, route
 from api_client.schemas import JobInfo, Limits, parse_encode_request
+from api_client.schemas_collections import (
+    parse_build_request,
+    parse_delete_request,
+    parse_reindex_request,
+    parse_search_request,
+    parse_upsert_request,
+)
 from api_client.schemas_similarity import parse_paraphrases_request, parse_similarity_request
 from api_client.states import JobKind
+from api_client.store.jobs import Chunk, split_list
+
+
+def split_reindex(conn: psycopg.Connection, request: dict[str, Any], size: int) -> list[Chunk] | None:
+    """Chunks of ``size`` documents in id order: each re-embeds its range with the new model."""
+    from api_client.store.collections import chunk_starts, describe
+
+    collection = describe(conn=conn, name=request["collection"])
+    starts = chunk_starts(conn=conn, collection_id=collection["id"], size=size)
+    if len(starts) < 2:
+        return None
+    bounds = [*starts[1:], None]
+    return [
+        Chunk({**request, "id_from": start, "id_to": stop}, min(size, collection["size"] - i * size), i * size)
+        for i, (start, stop) in enumerate(zip(starts, bounds, strict=True))
+    ]
 
 
 @dataclass(frozen=True)
@@ -39,14 +63,37 @@ class Kind:
     read_result: Callable[[psycopg.Connection, JobInfo], Any]
     output: str
     """Where the output lies, for readers without our client (see docs/tables.md)."""
-    small_is_interactive: bool = True
-    """Small jobs go to the interactive lane; large ones (and all when False) to batch."""
-    chunk_field: str | None = None
-    """The list split into chunk jobs when it holds more than ``chunk_size`` items."""
+    lane: Literal["size", "interactive", "batch"] = "size"
+    """``size``: small jobs go to the interactive lane, large ones to batch; else always that lane."""
+    split: Callable[[psycopg.Connection, dict[str, Any], int], list[Chunk] | None] | None = None
+    """The chunk jobs of a large request (given the chunk size), or ``None`` to run it whole."""
+    finalize: bool = False
+    """A chunked parent runs itself once its chunks succeeded (e.g. a reindex builds and swaps)."""
     time_limits: tuple[int, int] | None = None
     """(soft, hard) seconds of one task; ``None``: the settings' ``soft_time_limit`` / ``time_limit``."""
     max_attempts: int | None = None
     """Attempts before the job fails; ``None``: the settings' ``max_attempts``."""
+
+    def queue(
+        self,
+        request: Any,
+        *,
+        gpu_alive: bool,
+        thresholds: Thresholds,
+        lane: str | None = None,
+        hardware: str | None = None,
+    ) -> str:
+        """The queue of a validated request: the kind's lane rule, then the router (hints win)."""
+        n_items, n_chars = self.size(request)
+        fixed = None if self.lane == "size" else self.lane
+        return route(
+            n_items=n_items,
+            n_chars=n_chars,
+            gpu_alive=gpu_alive,
+            lane=lane or fixed,
+            hardware=hardware,
+            thresholds=thresholds,
+        )
 
     def size(self, request: Any) -> tuple[int, int]:
         """``(items, characters)`` of a validated request: what routing and progress count."""
@@ -62,7 +109,7 @@ KINDS: dict[JobKind, Kind] = {
         text_fields=("texts",),
         read_result=results.read_vectors,
         output="encode_outputs JOIN embeddings USING (model_id, text_sha256), by item",
-        chunk_field="texts",
+        split=lambda _conn, request, size: split_list(request, "texts", size),
     ),
     JobKind.SIMILARITY: Kind(
         kind=JobKind.SIMILARITY,
@@ -79,6 +126,53 @@ KINDS: dict[JobKind, Kind] = {
         text_fields=("texts",),
         read_result=results.read_pairs,
         output="job_arrays: 'scores' (float32 [pairs]) and 'pairs' (int32 [pairs, 2]), best first",
+    ),
+    JobKind.UPSERT: Kind(
+        kind=JobKind.UPSERT,
+        task_name="embedq.upsert",
+        parse=parse_upsert_request,
+        text_fields=("texts",),
+        read_result=results.read_summary,
+        output="documents of the collection (the summary counts them)",
+        split=lambda _conn, request, size: split_list(request, "documents", size),
+    ),
+    JobKind.DELETE: Kind(
+        kind=JobKind.DELETE,
+        task_name="embedq.delete",
+        parse=parse_delete_request,
+        text_fields=("ids",),
+        read_result=results.read_summary,
+        output="documents of the collection (the summary counts them)",
+        lane="interactive",
+    ),
+    JobKind.BUILD_INDEX: Kind(
+        kind=JobKind.BUILD_INDEX,
+        task_name="embedq.build_index",
+        parse=parse_build_request,
+        text_fields=(),
+        read_result=results.read_summary,
+        output="index_versions (the summary names the version)",
+        lane="batch",
+    ),
+    JobKind.SEARCH: Kind(
+        kind=JobKind.SEARCH,
+        task_name="embedq.search",
+        parse=parse_search_request,
+        text_fields=("queries",),
+        read_result=results.read_hits,
+        output="search_results: hits (jsonb) by item (query)",
+        lane="interactive",
+    ),
+    JobKind.REINDEX: Kind(
+        kind=JobKind.REINDEX,
+        task_name="embedq.reindex",
+        parse=parse_reindex_request,
+        text_fields=(),
+        read_result=results.read_summary,
+        output="index_versions and collections (the summary names the new version and its gate)",
+        lane="batch",
+        split=split_reindex,
+        finalize=True,
     ),
 }
 

@@ -41,3 +41,14 @@ def read_pairs(conn: psycopg.Connection, info: JobInfo) -> list[tuple[float, int
     arrays = arrays_store.read_arrays(conn=conn, job_id=info.id)
     scores, pairs = arrays["scores"], arrays["pairs"]
     return [(float(score), int(i), int(j)) for score, (i, j) in zip(scores, pairs, strict=True)]
+
+
+def read_summary(_conn: psycopg.Connection, info: JobInfo) -> dict[str, Any]:
+    """A job whose output is its summary (upsert, delete, index build, reindex)."""
+    return dict(info.result or {})
+
+
+def read_hits(conn: psycopg.Connection, info: JobInfo) -> list[list[dict[str, Any]]]:
+    """A search job's hits: one list per query, best first, each ``{"id", "score", "text"?, "metadata"?}``."""
+    rows = conn.execute("SELECT hits FROM search_results WHERE job_id = %s ORDER BY item", (info.id,)).fetchall()
+    return [row[0] for row in rows]

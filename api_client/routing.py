@@ -49,7 +49,6 @@ def route(
     lane: str | None = None,
     hardware: str | None = None,
     thresholds: Thresholds = Thresholds(),
-    small_is_interactive: bool = True,
 ) -> str:
     """The queue for a job.
 
@@ -60,12 +59,10 @@ def route(
         lane: optional hint, ``"interactive"`` or ``"batch"``; overrides the size rule.
         hardware: optional hint, ``"cpu"`` or ``"gpu"``; ``gpu`` is honoured only while a GPU worker is alive.
         thresholds: size limits of the interactive lane.
-        small_is_interactive: the job kind's lane rule (``Kind.small_is_interactive``): whether a small job
-            of this kind is interactive.
     """
     if lane is None:
         small = n_items <= thresholds.interactive_max_items and n_chars <= thresholds.interactive_max_chars
-        lane = "interactive" if small_is_interactive and small else "batch"
+        lane = "interactive" if small else "batch"
     if hardware is None:
         hardware = "gpu" if gpu_alive and lane == "batch" else "cpu"
     elif hardware == "gpu" and not gpu_alive:

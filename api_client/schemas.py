@@ -32,6 +32,8 @@ class Limits:
     max_batch_size: int = 1024
     max_similarity_cells: int = 25_000_000
     max_pairs: int = 1_000_000
+    max_queries: int = 1000
+    max_k: int = 1000
 
     @classmethod
     def of(cls, settings: Any) -> Limits:
@@ -41,6 +43,8 @@ class Limits:
             settings.max_batch_size,
             settings.max_similarity_cells,
             settings.max_pairs,
+            settings.max_queries,
+            settings.max_k,
         )
 
 

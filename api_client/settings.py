@@ -37,6 +37,8 @@ class Settings(BaseModel):
     max_batch_size: int = Field(1024, ge=1)
     max_similarity_cells: int = Field(25_000_000, ge=1)
     max_pairs: int = Field(1_000_000, ge=1)
+    max_queries: int = Field(1000, ge=1)
+    max_k: int = Field(1000, ge=1)
 
     # Jobs of more items than this are split into chunk jobs that any worker takes.
     chunk_size: int = Field(1000, ge=1)
@@ -61,6 +63,13 @@ class Settings(BaseModel):
     resend_after: float = Field(30.0, gt=0)
     worker_heartbeat: float = Field(5.0, gt=0)
     worker_alive: float = Field(30.0, gt=0)
+
+    # Collections: where index artifacts live (default DATA_DIR/artifacts; every worker must
+    # read the same files), loaded indexes kept per worker process, and the most documents a
+    # filtered search scores exactly in PostgreSQL before it over-fetches from the index.
+    artifact_root: Path | None = None
+    index_cache: int = Field(4, ge=1)
+    filter_exact_max: int = Field(20_000, ge=0)
 
     # The worker process (set by `embedq worker` flags): hardware class, processes,
     # torch intra-op threads per process (0: the usable cores / concurrency),
@@ -88,6 +97,11 @@ class Settings(BaseModel):
         if self.worker_alive <= 2 * self.worker_heartbeat:
             raise ValueError("worker_alive must be more than twice worker_heartbeat")
         return self
+
+    @property
+    def artifacts(self) -> Path:
+        """The artifact root: ``artifact_root``, else ``data_dir/artifacts``, absolute."""
+        return (self.artifact_root or self.data_dir / "artifacts").absolute()
 
     def require_urls(self) -> tuple[str, str]:
         """Both server URLs, or ``NotConfigured`` that says how to get them."""

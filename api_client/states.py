@@ -33,6 +33,11 @@ class JobKind(StrEnum):
     ENCODE = "encode"
     SIMILARITY = "similarity"
     PARAPHRASES = "paraphrases"
+    UPSERT = "upsert"
+    DELETE = "delete"
+    BUILD_INDEX = "build_index"
+    SEARCH = "search"
+    REINDEX = "reindex"
 
 
 NOTIFY_CHANNEL = "embedq_jobs"

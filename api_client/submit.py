@@ -33,17 +33,19 @@ def record(
 ) -> Created:
     """Insert the job's row (or parent and chunk rows) in one transaction."""
     items, _ = spec.size(request)
+    payload = request.model_dump()
+    chunks = spec.split(conn, payload, settings.chunk_size) if spec.split is not None else None
     return jobs_store.create_job(
         conn=conn,
         kind=spec.kind,
         queue=queue,
-        request=request.model_dump(),
-        total=items,
+        request=payload,
+        total=sum(chunk.total for chunk in chunks) if chunks else items,
         max_attempts=spec.max_attempts or settings.max_attempts,
         idempotency_key=idempotency_key,
         job_id=job_id,
-        chunk_field=spec.chunk_field,
-        chunk_size=settings.chunk_size,
+        chunks=chunks,
+        finalize=spec.finalize,
     )
 
 

@@ -67,6 +67,7 @@ jobs = sa.Table(
     sa.Column("item_offset", sa.Integer, nullable=False, server_default="0"),
     sa.Column("chunks", sa.Integer, nullable=False, server_default="0"),
     sa.Column("chunks_done", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("finalize", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.CheckConstraint(f"status IN {JOB_STATUSES}", name="jobs_status_check"),
     sa.Index("jobs_created_at_idx", sa.text("created_at DESC")),
     sa.Index("jobs_open_idx", "status", "queue", postgresql_where=sa.text("status IN ('queued', 'running')")),
@@ -128,4 +129,72 @@ workers = sa.Table(
     sa.Column("concurrency", sa.Integer, nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+)
+
+collections = sa.Table(
+    "collections",
+    metadata,
+    sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id")),
+    sa.Column("normalize", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column(
+        "active_index_id",
+        sa.Integer,
+        sa.ForeignKey("index_versions.id", name="collections_active_index_fkey", use_alter=True),
+    ),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+documents_seq = sa.Sequence("documents_seq", metadata=metadata)
+
+documents = sa.Table(
+    "documents",
+    metadata,
+    sa.Column("collection_id", sa.Integer, sa.ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("external_id", sa.Text, primary_key=True),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("metadata", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("model_id", sa.Integer, nullable=False),
+    sa.Column("text_sha256", sa.LargeBinary, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False, server_default=sa.text("nextval('documents_seq'::regclass)")),
+    sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.ForeignKeyConstraint(
+        ["model_id", "text_sha256"],
+        ["embeddings.model_id", "embeddings.text_sha256"],
+        name="documents_embedding_fkey",
+    ),
+    sa.Index("documents_seq_idx", "collection_id", "seq"),
+    sa.Index("documents_metadata_idx", "metadata", postgresql_using="gin"),
+)
+
+index_versions = sa.Table(
+    "index_versions",
+    metadata,
+    sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("collection_id", sa.Integer, sa.ForeignKey("collections.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="building"),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("params", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("artifact_path", sa.Text),
+    sa.Column("metrics", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("job_id", UUID(as_uuid=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.UniqueConstraint("collection_id", "version", name="index_versions_collection_version_key"),
+    sa.CheckConstraint("status IN ('building', 'ready', 'failed')", name="index_versions_status_check"),
+)
+
+search_results = sa.Table(
+    "search_results",
+    metadata,
+    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("item", sa.Integer, primary_key=True),
+    sa.Column("hits", JSONB, nullable=False),
 )

@@ -9,8 +9,10 @@ set but unreachable fails the run: nothing is skipped for a missing service.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -23,14 +25,16 @@ SESSION_WORKER = "embedq-test@%h"
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def servers() -> Iterator[tuple[str, str]]:
     """``(broker_url, database_url)`` of the servers the whole session uses."""
     from worker.stack import start_postgres, start_valkey
 
     broker_url = os.environ.get("EMBEDQ_TEST_BROKER_URL")
     database_url = os.environ.get("EMBEDQ_TEST_DATABASE_URL")
     with ExitStack() as stack:
-        base = tmp_path_factory.mktemp("servers")
+        # Not under pytest's basetemp: a second pytest session prunes old basetemps, servers and all.
+        base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="embedq-test-servers-")))
+        base.chmod(0o755)  # the embedded PostgreSQL runs as its own user when the tests run as root
         broker_url = broker_url or start_valkey(base, stack)
         database_url = database_url or start_postgres(base, stack)
         helpers.require_reachable(broker_url, database_url)

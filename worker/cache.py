@@ -111,7 +111,7 @@ class Lookup:
         return len(self.keys) - sum(self.weights[key] for key in self.missing)
 
 
-def cached_vectors(
+def ensure_cached(
     rt: Runtime,
     *,
     model: LoadedModel,
@@ -120,8 +120,8 @@ def cached_vectors(
     batch_size: int,
     progress: Progress,
     prompt: str | None = None,
-) -> tuple[np.ndarray, Lookup]:
-    """The raw vectors of ``texts`` in input order, encoding only what the cache lacks."""
+) -> Lookup:
+    """Put the vectors of ``texts`` in the cache, encoding only what it lacks; returns their lookup."""
     lookup = Lookup(rt, model_id=model_id, texts=texts, prompt=prompt)
     progress.beat(lookup.done)
     pending = Pending(model_id)
@@ -135,6 +135,23 @@ def cached_vectors(
         on_batch=lambda batch: progress.beat(progress.done + sum(lookup.weights[k] for k in batch)),
     )
     flush(rt, pending)
+    return lookup
+
+
+def cached_vectors(
+    rt: Runtime,
+    *,
+    model: LoadedModel,
+    model_id: int,
+    texts: Sequence[str],
+    batch_size: int,
+    progress: Progress,
+    prompt: str | None = None,
+) -> tuple[np.ndarray, Lookup]:
+    """The raw vectors of ``texts`` in input order, encoding only what the cache lacks."""
+    lookup = ensure_cached(
+        rt, model=model, model_id=model_id, texts=texts, batch_size=batch_size, progress=progress, prompt=prompt
+    )
     unique = list(lookup.unique)
     vectors = embeddings_read.read_vectors(conn=rt.conn, model_id=model_id, keys=unique)
     position = {key: i for i, key in enumerate(unique)}

@@ -19,17 +19,20 @@ from collections.abc import Callable
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
-from celery import Task
+from celery import Task, states
+from celery.backends.base import DisabledBackend
+from celery.exceptions import Ignore
 
 from api_client import submit
 from api_client.backoff import compute_backoff
 from api_client.celery_conf import DEFAULT_QUEUE
-from api_client.errors import BadRequest, EmbedQError, RetriableError, TimeLimitRetried
+from api_client.errors import BadRequest, EmbedQError, RetriableError, TimeLimitRetried, WrongKind
 from api_client.jsonsafe import json_safe
 from api_client.kinds import KINDS, Kind
 from api_client.schemas import Limits
-from api_client.states import JobKind
+from api_client.states import TERMINAL, JobKind, JobStatus
 from api_client.store import jobs as jobs_read
+from api_client.store.jobs import Created
 from worker.errors import classify
 from worker.lease import JobStopped
 from worker.runtime import Runtime, runtime
@@ -107,10 +110,11 @@ def accept(rt: Runtime, task: Task, spec: Kind, args: tuple[Any, ...], kwargs: d
     return inline_id, True
 
 
-def handle(task: Task, kind: JobKind, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict | None:
+def handle(task: Task, kind: JobKind, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict:
     """Accept, claim and run one message; map failures to fail, release-and-retry, or nothing.
 
-    Returns the job's outcome (``None`` when the message named no job at all).
+    Returns the job's final outcome for Celery's result backend; raises
+    ``Ignore`` (the message is acked, nothing recorded) when there is none yet.
     """
     rt = runtime()
     spec = KINDS[kind]
@@ -128,12 +132,36 @@ def handle(task: Task, kind: JobKind, runner: Runner, args: tuple[Any, ...], kwa
                 if claimable
                 else None
             )
+        except WrongKind as refused:
+            log.error("refused message %s: %s", task.request.id, refused.message)
+            if task.request.id == refused.detail.get("job_id"):
+                raise Ignore() from refused  # its record belongs to the job's own task
+            return {"job_id": refused.detail.get("job_id"), "status": "refused", "error": refused.to_record()}
         except Exception as exc:
             _retry_message(task, classify(exc), kwargs)
-            return None
+            raise Ignore() from exc
         if claim is not None:
             _run(task, rt, claim, runner)
-        return outcome(rt, job_id)
+            if claim.parent_id is not None:
+                _after_chunk(task, rt, claim.parent_id)
+        result = outcome(rt, job_id)
+    if result is None or result["status"] not in TERMINAL:
+        # Nothing final to record (a duplicate delivery, a parent whose chunks run, a retry to come):
+        # Celery's result backend keeps the first final outcome it is given, so give it none yet.
+        raise Ignore()
+    return result
+
+
+def _after_chunk(task: Task, rt: Runtime, parent_id: str) -> None:
+    """After a chunk: send its parent's message once it is ready to finalize; record a finished parent's outcome."""
+    try:
+        parent = jobs_read.get_job(conn=rt.conn, job_id=parent_id)
+        if parent.status == JobStatus.QUEUED:  # every chunk succeeded and the parent finalizes itself
+            submit.send(task.app, Created(parent, False, [(parent.id, parent.queue)]))
+        elif parent.status.terminal and not isinstance(task.backend, DisabledBackend):
+            task.backend.store_result(parent.id, outcome(rt, parent.id), states.SUCCESS)
+    except Exception as exc:  # the sweeper sends a ready parent anyway; the outcome is a courtesy
+        log.warning("after a chunk of job %s: %s", parent_id, exc)
 
 
 def _run(task: Task, rt: Runtime, claim: Claim, runner: Runner) -> None:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from api_client.states import JobKind
+from worker.collection_jobs import run_delete, run_upsert
 from worker.encode_job import run_encode
 from worker.handling import Runner
+from worker.index_jobs import run_build, run_reindex
+from worker.search_job import run_search
 from worker.similarity_job import run_paraphrases, run_similarity
 
 RUNNERS: dict[JobKind, Runner] = {
     JobKind.ENCODE: run_encode,
     JobKind.SIMILARITY: run_similarity,
     JobKind.PARAPHRASES: run_paraphrases,
+    JobKind.UPSERT: run_upsert,
+    JobKind.DELETE: run_delete,
+    JobKind.BUILD_INDEX: run_build,
+    JobKind.SEARCH: run_search,
+    JobKind.REINDEX: run_reindex,
 }

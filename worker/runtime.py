@@ -10,8 +10,9 @@ import os
 import socket
 import threading
 import time
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -23,6 +24,9 @@ from tasks.models import LoadedModel, ModelRegistry, resolve_path
 from worker.lease import LeaseKeeper, Progress
 from worker.store import models as models_store
 from worker.store.jobs import Claim
+
+if TYPE_CHECKING:
+    from worker.indexes import Deltas, IndexCache
 
 ROW_TTL = 5.0
 """Seconds a model's ``models`` row is reused before it is looked up again."""
@@ -52,6 +56,22 @@ class Runtime:
         """The process's connection, reopened if it was closed or broken."""
         self._conn = reopen(self._conn, self.settings.require_database(), application_name=f"embedq-worker {self.name}")
         return self._conn
+
+    @cached_property
+    def indexes(self) -> IndexCache:
+        """Index versions loaded in this process (FAISS configured on first use)."""
+        from tasks.index import configure
+        from worker.indexes import IndexCache
+
+        configure(threads=None if self.hardware == "gpu" else self.threads)
+        return IndexCache(self.settings.index_cache)
+
+    @cached_property
+    def deltas(self) -> Deltas:
+        """The delta of each collection this process searched."""
+        from worker.indexes import Deltas
+
+        return Deltas()
 
     def progress(self, claim: Claim, *, total: int, done: int) -> Progress:
         """Progress reports for ``claim`` on this process's connection (kept as ``current_progress``)."""

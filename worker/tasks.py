@@ -25,7 +25,7 @@ def _register(spec: Kind) -> Task:
     if spec.time_limits is not None:
         limits = {"soft_time_limit": spec.time_limits[0], "time_limit": spec.time_limits[1]}
 
-    def run(self: Task, *args: Any, **kwargs: Any) -> dict | None:
+    def run(self: Task, *args: Any, **kwargs: Any) -> dict:
         return handle(self, spec.kind, runner, args, kwargs)
 
     run.__doc__ = f"Run a {spec.kind} job: kwargs={{'job_id': <uuid>}} or kwargs={{'request': {{...}}}}."

@@ -1,1 +1,1 @@
-"""All SQL of embedq, one module per table group; used by the client and the worker alike."""
+"""The client's SQL, one module per table group (the worker's writes live in ``worker.store``)."""

@@ -4,13 +4,13 @@ Functions are keyword-only and take an explicit autocommit connection. The
 worker's state changes (claim, lease, progress, finish, release) and the
 sweeper's queries live in ``worker.store.jobs``.
 
-A large request of a kind that declares a ``chunk_field`` becomes a parent
-row and chunk rows, created in one transaction: each chunk is an ordinary
-job of the same kind over a slice of the items, at ``item_offset`` in the
-parent. The parent never runs itself; a trigger (migration 0002) marks it
-running when a chunk starts, finishes it in the transaction of its last
-chunk, fails or cancels it with any chunk, and cancels its open chunks when
-it ends.
+A large request becomes a parent row and chunk rows, created in one
+transaction: each chunk is an ordinary job of the same kind over a part of
+the items, at ``item_offset`` in the parent. A trigger (migrations 0002 and
+0003) marks the parent running when a chunk starts, fails or cancels it with
+any chunk, cancels its open chunks when it ends, and with its last chunk
+either finishes it or, for a parent that ``finalize``s, makes it runnable so
+that its own runner does the last step.
 """
 
 from __future__ import annotations
@@ -87,23 +87,25 @@ def create_job(
     max_attempts: int,
     idempotency_key: str | None = None,
     job_id: str | None = None,
-    chunk_field: str | None = None,
-    chunk_size: int = 0,
+    chunks: list[Chunk] | None = None,
+    finalize: bool = False,
 ) -> Created:
-    """Insert a ``queued`` job, as chunks when ``request[chunk_field]`` holds more than ``chunk_size`` items.
+    """Insert a ``queued`` job, with ``chunks`` (several) as its chunk jobs when given.
 
-    With an ``idempotency_key`` (or a fixed ``job_id``) already in use, the
-    existing job is returned, or ``IdempotencyConflict`` raised when its
+    A parent with ``finalize`` becomes runnable when its last chunk succeeds
+    (its runner then finishes it); any other parent succeeds with its last
+    chunk. With an ``idempotency_key`` (or a fixed ``job_id``) already in use,
+    the existing job is returned, or ``IdempotencyConflict`` raised when its
     request differs.
     """
     job_id = job_id or str(uuid.uuid4())
     digest = request_digest(request)
-    items = request[chunk_field] if chunk_field else []
-    chunked = chunk_size > 0 and len(items) > chunk_size
+    chunked = bool(chunks) and len(chunks or ()) > 1
     with conn.transaction():
         row = conn.execute(
             f"INSERT INTO jobs (id, kind, status, queue, request, request_sha256, progress_total, max_attempts, "
-            f"idempotency_key, sent_at, chunks) VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s, %s, now(), %s) "
+            f"idempotency_key, sent_at, chunks, finalize) "
+            f"VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s, %s, now(), %s, %s) "
             f"ON CONFLICT DO NOTHING RETURNING {COLUMNS}",
             (
                 job_id,
@@ -114,22 +116,16 @@ def create_job(
                 total,
                 max_attempts,
                 idempotency_key,
-                -(-len(items) // chunk_size) if chunked else 0,
+                len(chunks or ()) if chunked else 0,
+                finalize and chunked,
             ),
         ).fetchone()
         if row is not None and chunked:
-            assert chunk_field is not None
-            chunks = _insert_chunks(
-                conn,
-                kind=kind,
-                queue=queue,
-                request=request,
-                parent_id=job_id,
-                field=chunk_field,
-                size=chunk_size,
-                max_attempts=max_attempts,
+            assert chunks is not None
+            messages = _insert_chunks(
+                conn, kind=kind, queue=queue, parent_id=job_id, chunks=chunks, max_attempts=max_attempts
             )
-            return Created(job_info(row), True, chunks)
+            return Created(job_info(row), True, messages)
     if row is not None:
         return Created(job_info(row), True, [(job_id, queue)])
     existing = conn.execute(
@@ -146,8 +142,8 @@ def create_job(
             max_attempts=max_attempts,
             idempotency_key=idempotency_key,
             job_id=job_id,
-            chunk_field=chunk_field,
-            chunk_size=chunk_size,
+            chunks=chunks,
+            finalize=finalize,
         )
     if existing[0] != digest:
         raise IdempotencyConflict(
@@ -158,35 +154,50 @@ def create_job(
     return Created(info, False, _unsent(conn, info))
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk job of a parent: its request, its item count, and where its items start in the parent."""
+
+    request: dict[str, Any]
+    total: int
+    offset: int
+
+
+def split_list(request: dict[str, Any], field: str, size: int) -> list[Chunk] | None:
+    """Chunks of ``size`` items of ``request[field]`` (the rest of the request copied), or ``None`` if it fits one."""
+    items = request[field]
+    if size <= 0 or len(items) <= size:
+        return None
+    return [
+        Chunk({**request, field: items[start : start + size]}, len(items[start : start + size]), start)
+        for start in range(0, len(items), size)
+    ]
+
+
 def _insert_chunks(
     conn: psycopg.Connection,
     *,
     kind: JobKind,
     queue: str,
-    request: dict[str, Any],
     parent_id: str,
-    field: str,
-    size: int,
+    chunks: list[Chunk],
     max_attempts: int,
 ) -> list[tuple[str, str]]:
-    items = request[field]
-    rows = []
-    for index, start in enumerate(range(0, len(items), size)):
-        chunk = {**request, field: items[start : start + size]}
-        rows.append(
-            (
-                str(uuid.uuid4()),
-                str(kind),
-                queue,
-                Jsonb(chunk),
-                request_digest(chunk),
-                len(chunk[field]),
-                max_attempts,
-                parent_id,
-                index,
-                start,
-            )
+    rows = [
+        (
+            str(uuid.uuid4()),
+            str(kind),
+            queue,
+            Jsonb(chunk.request),
+            request_digest(chunk.request),
+            chunk.total,
+            max_attempts,
+            parent_id,
+            index,
+            chunk.offset,
         )
+        for index, chunk in enumerate(chunks)
+    ]
     with conn.cursor() as cursor:
         cursor.executemany(
             "INSERT INTO jobs (id, kind, status, queue, request, request_sha256, progress_total, max_attempts, "

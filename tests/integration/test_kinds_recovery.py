@@ -52,12 +52,14 @@ def test_a_message_for_the_wrong_kind_does_not_run_the_job(
     finally:
         producer.close()
 
-    # The workers record every task's outcome: the similarity task handled the message and ran nothing.
+    # The workers record every task's outcome: the similarity task refused the message and ran nothing.
     backend = Celery(broker=broker_url, backend="db+" + sqlalchemy_url(database_url))
     try:
-        assert backend.AsyncResult(wrong).get(timeout=30) is None
+        refused = backend.AsyncResult(wrong).get(timeout=30)
     finally:
         backend.close()
+    assert refused["status"] == "refused" and refused["job_id"] == job_id
+    assert refused["error"]["type"] == "WrongKind" and "cannot run it" in refused["error"]["message"]
 
     # The sweeper then re-sends the job to its own task, and it runs once, as an encode job.
     vectors = eq.job(job_id).result(timeout=60)

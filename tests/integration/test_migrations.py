@@ -17,7 +17,19 @@ from api_client.tables import metadata
 from tests import helpers
 from worker.cli import main
 
-TABLES = {"models", "jobs", "embeddings", "encode_outputs", "quantization_ranges", "workers", "job_arrays"}
+TABLES = {
+    "models",
+    "jobs",
+    "embeddings",
+    "encode_outputs",
+    "quantization_ranges",
+    "workers",
+    "job_arrays",
+    "collections",
+    "documents",
+    "index_versions",
+    "search_results",
+}
 
 
 @pytest.fixture
@@ -37,7 +49,7 @@ def test_upgrade_downgrade_upgrade(fresh_url: str) -> None:
     assert migrations.current(fresh_url) is None
     migrations.upgrade(fresh_url)
     assert tables(fresh_url) == TABLES
-    assert migrations.current(fresh_url) == "0002"
+    assert migrations.current(fresh_url) == "0003"
     with psycopg.connect(fresh_url) as conn:
         assert conn.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'jobs_notify_done'").fetchone()
 
@@ -60,7 +72,7 @@ def test_table_definitions_match_the_migrated_schema(fresh_url: str) -> None:
 
 def test_migrate_command(fresh_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["migrate", "--database-url", fresh_url]) == 0
-    assert "database at revision 0002" in capsys.readouterr().out
+    assert "database at revision 0003" in capsys.readouterr().out
     assert main(["migrate", "--database-url", fresh_url, "--downgrade", "base"]) == 0
     assert "base (empty)" in capsys.readouterr().out
 

@@ -94,8 +94,7 @@ def test_a_parent_is_never_sent_its_chunks_are(setup) -> None:
         request={"texts": ["a", "b", "c"]},
         total=3,
         max_attempts=3,
-        chunk_field="texts",
-        chunk_size=2,
+        chunks=jobs_store.split_list({"texts": ["a", "b", "c"]}, "texts", 2),
     )
     conn.execute("UPDATE jobs SET sent_at = '2000-01-01'")
     chunk_ids = [job_id for job_id, _ in created.messages]

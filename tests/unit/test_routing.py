@@ -40,11 +40,6 @@ def test_undeclared_queues_are_refused() -> None:
     assert set(QUEUES) == {"embedq.cpu.interactive", "embedq.cpu.batch", "embedq.gpu.interactive", "embedq.gpu.batch"}
 
 
-def test_a_kind_whose_small_jobs_are_not_interactive_always_goes_to_batch() -> None:
-    assert encode(1, gpu_alive=False, small_is_interactive=False) == "embedq.cpu.batch"
-    assert encode(1, gpu_alive=True, small_is_interactive=False) == "embedq.gpu.batch"
-
-
 def test_queue_not_found_is_in_the_error_tree_and_round_trips() -> None:
     assert QueueNotFound is TreeQueueNotFound
     with pytest.raises(QueueNotFound) as caught:

@@ -53,7 +53,7 @@ def claim_job(
     """Take a job of ``kind`` that is ``queued``, or ``running`` with an expired lease.
 
     Returns ``None`` when another worker holds it, it is finished, it is a
-    parent (its chunks run instead), or it ran out of attempts (it is then
+    parent whose chunks have not all succeeded (they run instead), or it ran out of attempts (it is then
     failed here, with the last error kept). A job of another kind raises
     ``WrongKind`` and is left as it is, for a message of its own kind.
     """
@@ -61,7 +61,7 @@ def claim_job(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = %s, "
         "lease_expires_at = now() + make_interval(secs => %s), started_at = coalesce(started_at, now()), "
         "updated_at = now() "
-        "WHERE id = %s AND kind = %s AND chunks = 0 AND attempts < max_attempts "
+        "WHERE id = %s AND kind = %s AND chunks_done >= chunks AND attempts < max_attempts "
         "AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now())) "
         "RETURNING attempts, request, parent_id, item_offset",
         (worker, lease_seconds, job_id, str(kind)),
@@ -157,7 +157,7 @@ def _exhausted(last_error: dict[str, Any] | None) -> AttemptsExhausted:
 
 
 _UNCLAIMABLE = (
-    "attempts >= max_attempts AND chunks = 0 "
+    "attempts >= max_attempts AND chunks_done >= chunks "
     "AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))"
 )
 
@@ -211,7 +211,8 @@ def lapsed_jobs(*, conn: psycopg.Connection, resend_after: float, limit: int = 5
 def stale_queues(*, conn: psycopg.Connection, resend_after: float) -> dict[str, tuple[int, int]]:
     """``queue → (queued jobs, of which due for a re-send)`` for queues with at least one due."""
     rows = conn.execute(
-        f"SELECT queue, count(*), count(*) FILTER (WHERE {_DUE}) FROM jobs WHERE status = 'queued' AND chunks = 0 "
+        f"SELECT queue, count(*), count(*) FILTER (WHERE {_DUE}) FROM jobs WHERE status = 'queued' "
+        "AND chunks_done >= chunks "
         f"GROUP BY queue HAVING count(*) FILTER (WHERE {_DUE}) > 0",
         {"after": resend_after},
     ).fetchall()
@@ -221,7 +222,8 @@ def stale_queues(*, conn: psycopg.Connection, resend_after: float) -> dict[str, 
 def stale_queued_jobs(*, conn: psycopg.Connection, resend_after: float, queue: str, limit: int) -> list[Resend]:
     """Queued jobs in ``queue`` due for a re-send, oldest first."""
     rows = conn.execute(
-        f"SELECT id, kind FROM jobs WHERE status = 'queued' AND chunks = 0 AND queue = %(queue)s AND {_DUE} "
+        f"SELECT id, kind FROM jobs WHERE status = 'queued' AND chunks_done >= chunks AND queue = %(queue)s "
+        f"AND {_DUE} "
         "ORDER BY created_at LIMIT %(limit)s",
         {"after": resend_after, "queue": queue, "limit": limit},
     ).fetchall()

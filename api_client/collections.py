@@ -1,0 +1,133 @@
+"""The client's collection methods: create, describe, upsert, delete, build, search, reindex.
+
+``EmbedQ`` inherits them. Creating and describing a collection are queries;
+everything that embeds, writes documents or builds an index is a job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from api_client.schemas_collections import check_collection_name, parse_collection_options
+from api_client.states import JobKind
+from api_client.store import collections as collections_store
+
+if TYPE_CHECKING:
+    from api_client.client import Job
+
+
+class CollectionsMixin:
+    """Collections of documents bound to one model version, with FAISS indexes and search jobs."""
+
+    _run: Callable[..., Any]
+    _submit: Callable[..., Job]
+
+    def create_collection(self, name: str, *, model: str = "all-MiniLM-L6-v2", normalize: bool = True) -> dict:
+        """Create a collection (or return the existing one with the same model and normalization).
+
+        Its model version is bound by its first upsert. ``normalize=True``
+        scores by cosine similarity, ``False`` by dot product.
+        """
+        options = parse_collection_options({"model": model, "normalize": normalize})
+        self._check_model(options)  # type: ignore[attr-defined]
+        name = check_collection_name(name)
+        info, _ = self._run(
+            lambda conn: collections_store.create_collection(
+                conn=conn, name=name, model=options.model, normalize=options.normalize
+            )
+        )
+        return info
+
+    def collection(self, name: str) -> dict:
+        """Size, model version, active index version and pending delta of a collection (``UnknownCollection``)."""
+        return self._run(lambda conn: collections_store.describe(conn=conn, name=check_collection_name(name)))
+
+    def collections(self) -> list[dict]:
+        """Every collection, described as ``collection()`` describes one."""
+        return self._run(lambda conn: collections_store.list_collections(conn=conn))
+
+    def upsert(
+        self,
+        name: str,
+        documents: Sequence[Mapping[str, Any]],
+        *,
+        batch_size: int = 32,
+        idempotency_key: str | None = None,
+        lane: str | None = None,
+    ) -> Job:
+        """Add or replace documents ``{"id", "text", "metadata"}``; searchable once the job succeeded.
+
+        Texts go through the embedding cache (unchanged texts cost nothing); an
+        id that exists gets the new text and metadata.
+        """
+        self.collection(name)
+        raw = {
+            "collection": name,
+            "documents": [dict(doc) if isinstance(doc, Mapping) else doc for doc in documents]
+            if isinstance(documents, list | tuple)
+            else documents,
+            "batch_size": batch_size,
+        }
+        return self._submit(JobKind.UPSERT, raw, idempotency_key=idempotency_key, lane=lane, hardware=None)
+
+    def delete(self, name: str, ids: Sequence[str], *, idempotency_key: str | None = None) -> Job:
+        """Delete documents by id; they leave search results as soon as the job succeeded."""
+        self.collection(name)
+        raw = {"collection": name, "ids": list(ids) if isinstance(ids, list | tuple) else ids}
+        return self._submit(JobKind.DELETE, raw, idempotency_key=idempotency_key, lane=None, hardware=None)
+
+    def build_index(self, name: str, *, kind: str = "auto", idempotency_key: str | None = None) -> Job:
+        """Build a FAISS index of the collection (``flat``, ``hnsw``, ``ivf``, or ``auto`` by size); make it active."""
+        self.collection(name)
+        raw = {"collection": name, "kind": kind}
+        return self._submit(JobKind.BUILD_INDEX, raw, idempotency_key=idempotency_key, lane=None, hardware=None)
+
+    def search(
+        self,
+        name: str,
+        queries: Sequence[str],
+        *,
+        k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        threshold: float | None = None,
+        include: Sequence[str] = ("text", "metadata"),
+        batch_size: int = 32,
+        lane: str | None = None,
+    ) -> Job:
+        """Search the collection: ``result()`` is one list of hits per query, best first.
+
+        A hit is ``{"id", "score", "text", "metadata"}`` (``include`` picks the last two). ``filter`` keeps
+        documents whose metadata has each key equal to the value given; ``threshold`` drops hits scoring less.
+        """
+        self.collection(name)
+        raw = {
+            "collection": name,
+            "queries": list(queries) if isinstance(queries, list | tuple) else queries,
+            "k": k,
+            "filter": dict(filter) if isinstance(filter, Mapping) else filter,
+            "threshold": threshold,
+            "include": list(include) if isinstance(include, list | tuple) else include,
+            "batch_size": batch_size,
+        }
+        return self._submit(JobKind.SEARCH, raw, idempotency_key=None, lane=lane, hardware=None)
+
+    def reindex(
+        self,
+        name: str,
+        *,
+        model: str | None = None,
+        kind: str = "auto",
+        min_recall: float = 0.95,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Re-embed every document (with ``model``, or the collection's own), build, check and swap.
+
+        Runs in the background as chunk jobs over the fleet; searches keep
+        answering from the old version until the swap. The new index becomes
+        active only if its recall@10 against exact search, on a sample of the
+        collection's own documents as queries, is at least ``min_recall``.
+        """
+        self.collection(name)
+        raw = {"collection": name, "model": model, "kind": kind, "min_recall": min_recall}
+        return self._submit(JobKind.REINDEX, raw, idempotency_key=idempotency_key, lane=None, hardware=None)

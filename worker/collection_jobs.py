@@ -1,0 +1,76 @@
+"""Running upsert and delete jobs: documents written in one transaction with the job's final state.
+
+An upsert embeds its texts through the cache first (unchanged texts cost
+nothing), then, holding the collection row ``FOR SHARE`` so a reindex's swap
+cannot slip in between, binds the collection to the worker's model version on
+its first upsert (and refuses any other version after that) and writes the
+documents: each change takes a new ``seq``, which is what makes it part of
+the delta searched beside the active index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api_client.schemas import Limits
+from api_client.schemas_collections import parse_delete_request, parse_upsert_request
+from worker.cache import commit, ensure_cached
+from worker.lease import JobStopped
+from worker.runtime import Runtime
+from worker.store import collections as collections_store
+from worker.store import jobs as jobs_store
+from worker.store.jobs import Claim
+
+
+def finish(rt: Runtime, claim: Claim, summary: dict[str, Any], total: int) -> None:
+    """Set the job succeeded under its claim (inside the caller's transaction), or stop it."""
+    if not jobs_store.finish_job(conn=rt.conn, claim=claim, result=summary, total=total):
+        raise JobStopped(claim.job_id, jobs_store.status_of(conn=rt.conn, job_id=claim.job_id))
+
+
+def run_upsert(rt: Runtime, claim: Claim) -> dict[str, Any]:
+    request = parse_upsert_request(claim.request, Limits.of(rt.settings))
+    collection = collections_store.get_collection(conn=rt.conn, name=request.collection)
+    model, model_id = rt.model(collection.model)
+    total = len(request.documents)
+    progress = rt.progress(claim, total=total, done=0)
+    lookup = ensure_cached(
+        rt, model=model, model_id=model_id, texts=request.texts, batch_size=request.batch_size, progress=progress
+    )
+    summary: dict[str, Any] = {
+        "collection": request.collection,
+        "model_id": model_id,
+        "count": total,
+        "cached": len(lookup.unique) - len(lookup.missing),
+        "encoded": len(lookup.missing),
+    }
+
+    def write(_skip_existing: bool) -> None:
+        locked = collections_store.get_collection(conn=rt.conn, name=request.collection, lock="FOR SHARE OF c")
+        collections_store.bind_model(conn=rt.conn, collection=locked, model_id=model_id)
+        summary["changed"] = collections_store.upsert_documents(
+            conn=rt.conn,
+            collection_id=locked.id,
+            model_id=model_id,
+            documents=request.documents,
+            keys=lookup.keys,
+        )
+        finish(rt, claim, summary, total)
+
+    commit(rt.conn, write)
+    return summary
+
+
+def run_delete(rt: Runtime, claim: Claim) -> dict[str, Any]:
+    request = parse_delete_request(claim.request, Limits.of(rt.settings))
+    summary: dict[str, Any] = {"collection": request.collection, "count": len(request.ids)}
+
+    def write(_skip_existing: bool) -> None:
+        collection = collections_store.get_collection(conn=rt.conn, name=request.collection, lock="FOR SHARE OF c")
+        summary["deleted"] = collections_store.delete_documents(
+            conn=rt.conn, collection_id=collection.id, ids=request.ids
+        )
+        finish(rt, claim, summary, len(request.ids))
+
+    commit(rt.conn, write)
+    return summary

@@ -1,0 +1,250 @@
+"""Running index builds and reindexes: a snapshot of the documents, a FAISS build, an artifact, a swap.
+
+A build reads every live document and its vector in one repeatable-read
+snapshot, builds the index (the kind by size with ``auto``), writes it as a
+versioned artifact (temporary folder, manifest with the sha256 of every file,
+atomic rename) and, in one transaction with the job's final state, makes it
+the collection's active version and drops the tombstones it folded in.
+
+A reindex re-embeds every document with the new model (as chunk jobs over id
+ranges when the collection is large: any worker takes them), then its parent
+embeds what is still missing (documents upserted meanwhile), builds, checks
+the recall@10 of the new index against exact search on a sample of the
+collection's own documents as queries, and swaps model and index in one
+transaction, only if the gate passed. Searches answer from the old version
+until then.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from api_client.errors import BadRequest, GateFailed
+from api_client.postprocess import truncate_and_normalize
+from api_client.schemas import Limits
+from api_client.schemas_collections import ReindexRequest, parse_build_request, parse_reindex_request
+from tasks import index as index_core
+from tasks.artifacts import remove_stale_temps, write_artifact
+from tasks.models import LoadedModel
+from worker.cache import commit, ensure_cached
+from worker.collection_jobs import finish
+from worker.lease import Progress
+from worker.runtime import Runtime
+from worker.store import collections as collections_store
+from worker.store.collections import Collection, Snapshot
+from worker.store.jobs import Claim
+
+GATE_SAMPLE = 200
+GATE_K = 10
+SWAP_TRIES = 5
+MISSING_BATCH = 2048
+
+
+@dataclass(frozen=True)
+class Built:
+    """An index version written to disk, not yet active."""
+
+    index_id: int
+    version: int
+    path: Path
+    params: dict[str, Any]
+    snapshot: Snapshot
+    vectors: np.ndarray
+    index: Any
+
+
+def build(rt: Runtime, claim: Claim, collection: Collection, model_id: int, kind: str) -> Built:
+    """Snapshot, build and write the artifact of a new index version of ``collection`` under ``model_id``."""
+    root = rt.settings.artifacts
+    remove_stale_temps(root, "index", collection.name)
+    index_id, version = collections_store.reserve_index_version(
+        conn=rt.conn, collection_id=collection.id, kind=kind, model_id=model_id, job_id=claim.output_id
+    )
+    snapshot = collections_store.snapshot(conn=rt.conn, collection_id=collection.id, model_id=model_id)
+    vectors = snapshot.vectors
+    if len(vectors):
+        vectors = truncate_and_normalize(vectors, truncate_dim=None, normalize=collection.normalize)
+    chosen = index_core.choose_kind(len(vectors), kind)
+    if chosen != "flat" and len(vectors) == 0:
+        chosen = "flat"
+    dimension = vectors.shape[1] if len(vectors) else _dimension(rt, collection)
+    matrix = vectors if len(vectors) else np.zeros((0, dimension), dtype=np.float32)
+    index, params = index_core.build_index(matrix, chosen)
+
+    def files(folder: Path) -> None:
+        index_core.save_index(index, folder)
+        (folder / "ids.json").write_text(json.dumps(snapshot.ids))
+        np.save(folder / "seqs.npy", snapshot.seqs, allow_pickle=False)
+
+    meta = {
+        "collection": collection.name,
+        "model_id": model_id,
+        "normalize": collection.normalize,
+        "count": len(snapshot.ids),
+        "max_seq": snapshot.max_seq,
+        "params": params,
+        "job_id": claim.output_id,
+    }
+    path = write_artifact(root, "index", collection.name, str(version), files, meta)
+    return Built(index_id, version, path, params, snapshot, matrix, index)
+
+
+def _dimension(rt: Runtime, collection: Collection) -> int:
+    model, _ = rt.model(collection.model)
+    return model.dimension
+
+
+def _summary(collection: Collection, built: Built, **extra: Any) -> dict[str, Any]:
+    return {
+        "collection": collection.name,
+        "index_version": built.version,
+        "index_id": built.index_id,
+        "kind": built.params["kind"],
+        "params": built.params,
+        "count": len(built.snapshot.ids),
+        "max_seq": built.snapshot.max_seq,
+        "path": str(built.path),
+        **extra,
+    }
+
+
+def run_build(rt: Runtime, claim: Claim) -> dict[str, Any]:
+    request = parse_build_request(claim.request, Limits.of(rt.settings))
+    collection = collections_store.get_collection(conn=rt.conn, name=request.collection)
+    if collection.model_id is None:
+        raise BadRequest(
+            f"collection {collection.name!r} has no documents yet: upsert some before building its index",
+            detail={"field": "collection", "collection": collection.name},
+        )
+    progress = rt.progress(claim, total=0, done=0)
+    built = build(rt, claim, collection, collection.model_id, request.kind)
+    summary = _summary(collection, built)
+    progress.total = len(built.snapshot.ids)
+
+    def swap(_skip_existing: bool) -> None:
+        collections_store.activate_index(
+            conn=rt.conn,
+            collection_id=collection.id,
+            index_id=built.index_id,
+            path=str(built.path),
+            params=built.params,
+            count=len(built.snapshot.ids),
+            max_seq=built.snapshot.max_seq,
+            metrics={},
+        )
+        finish(rt, claim, summary, len(built.snapshot.ids))
+
+    commit(rt.conn, swap)
+    return summary
+
+
+def gate(built: Built, *, sample: int = GATE_SAMPLE, k: int = GATE_K) -> float:
+    """recall@k of the new index against exact search, the collection's own documents as queries."""
+    n = len(built.vectors)
+    if n == 0:
+        return 1.0
+    rows = np.linspace(0, n - 1, num=min(sample, n)).astype(np.int64)
+    queries = built.vectors[rows]
+    exact = index_core.build_index(built.vectors, "flat")[0]
+    _, truth = index_core.search(exact, queries, min(k, n))
+    _, found = index_core.search(built.index, queries, min(k, n), params=built.params)
+    return index_core.recall_at_k(found, truth, min(k, n))
+
+
+def _embed_missing(
+    rt: Runtime,
+    collection: Collection,
+    *,
+    model: LoadedModel,
+    model_id: int,
+    request: ReindexRequest,
+    progress: Progress,
+) -> int:
+    """Embed live documents with no vector under ``model_id`` yet; returns how many texts were embedded."""
+    done = 0
+    while missing := collections_store.missing_vectors(
+        conn=rt.conn, collection_id=collection.id, model_id=model_id, limit=MISSING_BATCH
+    ):
+        lookup = ensure_cached(
+            rt,
+            model=model,
+            model_id=model_id,
+            texts=[text for _, text in missing],
+            batch_size=request.batch_size,
+            progress=progress,
+        )
+        done += len(lookup.missing)
+    return done
+
+
+def run_reindex(rt: Runtime, claim: Claim) -> dict[str, Any]:
+    request = parse_reindex_request(claim.request, Limits.of(rt.settings))
+    collection = collections_store.get_collection(conn=rt.conn, name=request.collection)
+    target = request.model or collection.model
+    model, model_id = rt.model(target)
+    if claim.parent_id is not None:
+        return _reindex_chunk(rt, claim, request, collection=collection, model=model, model_id=model_id)
+    progress = rt.progress(claim, total=collections_store.live_count(conn=rt.conn, collection_id=collection.id), done=0)
+    embedded = _embed_missing(rt, collection, model=model, model_id=model_id, request=request, progress=progress)
+    built = build(rt, claim, collection, model_id, request.kind)
+    recall = gate(built)
+    metrics = {"gate": {"recall_at_10": recall, "min_recall": request.min_recall, "sample": GATE_SAMPLE}}
+    if recall < request.min_recall:
+        collections_store.fail_index(conn=rt.conn, index_id=built.index_id, metrics=metrics)
+        raise GateFailed(
+            f"the new index's recall@10 is {recall:.3f}, below the gate of {request.min_recall}; "
+            f"version {collection.index_id} stays active",
+            detail={"recall_at_10": recall, "min_recall": request.min_recall, "index_version": built.version},
+        )
+    summary = _summary(collection, built, model=target, model_id=model_id, embedded=embedded, **metrics)
+    for _ in range(SWAP_TRIES):
+        if not collections_store.missing_vectors(conn=rt.conn, collection_id=collection.id, model_id=model_id, limit=1):
+            break
+        summary["embedded"] += _embed_missing(
+            rt, collection, model=model, model_id=model_id, request=request, progress=progress
+        )
+
+    def swap(_skip_existing: bool) -> None:
+        collections_store.get_collection(conn=rt.conn, name=collection.name, lock="FOR UPDATE OF c")
+        collections_store.activate_index(
+            conn=rt.conn,
+            collection_id=collection.id,
+            index_id=built.index_id,
+            path=str(built.path),
+            params=built.params,
+            count=len(built.snapshot.ids),
+            max_seq=built.snapshot.max_seq,
+            metrics=metrics,
+            model=(target, model_id),
+        )
+        finish(rt, claim, summary, progress.total)
+
+    commit(rt.conn, swap)
+    return summary
+
+
+def _reindex_chunk(
+    rt: Runtime, claim: Claim, request: ReindexRequest, *, collection: Collection, model: LoadedModel, model_id: int
+) -> dict[str, Any]:
+    """One id range of a reindex: its documents' texts embedded with the new model into the cache."""
+    texts = collections_store.texts_in_range(
+        conn=rt.conn, collection_id=collection.id, id_from=request.id_from, id_to=request.id_to
+    )
+    progress = rt.progress(claim, total=len(texts), done=0)
+    lookup = ensure_cached(
+        rt, model=model, model_id=model_id, texts=texts, batch_size=request.batch_size, progress=progress
+    )
+    summary = {
+        "collection": collection.name,
+        "model_id": model_id,
+        "count": len(texts),
+        "cached": len(lookup.unique) - len(lookup.missing),
+        "encoded": len(lookup.missing),
+    }
+    commit(rt.conn, lambda _skip: finish(rt, claim, summary, len(texts)))
+    return summary
