@@ -77,10 +77,17 @@ class CollectionsMixin:
         raw = {"collection": name, "ids": list(ids) if isinstance(ids, list | tuple) else ids}
         return self._submit(JobKind.DELETE, raw, idempotency_key=idempotency_key, lane=None, hardware=None)
 
-    def build_index(self, name: str, *, kind: str = "auto", idempotency_key: str | None = None) -> Job:
+    def build_index(
+        self,
+        name: str,
+        *,
+        kind: str = "auto",
+        params: Mapping[str, int] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
         """Build a FAISS index of the collection (``flat``, ``hnsw``, ``ivf``, or ``auto`` by size); make it active."""
         self.collection(name)
-        raw = {"collection": name, "kind": kind}
+        raw = {"collection": name, "kind": kind, "params": dict(params) if params is not None else None}
         return self._submit(JobKind.BUILD_INDEX, raw, idempotency_key=idempotency_key, lane=None, hardware=None)
 
     def search(
@@ -118,6 +125,7 @@ class CollectionsMixin:
         *,
         model: str | None = None,
         kind: str = "auto",
+        params: Mapping[str, int] | None = None,
         min_recall: float = 0.95,
         idempotency_key: str | None = None,
     ) -> Job:
@@ -129,5 +137,11 @@ class CollectionsMixin:
         collection's own documents as queries, is at least ``min_recall``.
         """
         self.collection(name)
-        raw = {"collection": name, "model": model, "kind": kind, "min_recall": min_recall}
+        raw = {
+            "collection": name,
+            "model": model,
+            "kind": kind,
+            "params": dict(params) if params is not None else None,
+            "min_recall": min_recall,
+        }
         return self._submit(JobKind.REINDEX, raw, idempotency_key=idempotency_key, lane=None, hardware=None)

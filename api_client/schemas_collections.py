@@ -66,8 +66,14 @@ class DeleteRequest(_Options):
     ids: list[str]
 
 
+INDEX_PARAMS: tuple[str, ...] = ("M", "efConstruction", "efSearch", "nlist", "nprobe")
+
+
 class BuildOptions(_Options):
     kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    params: dict[str, int] | None = None
+    """FAISS parameters instead of the defaults: ``M``, ``efConstruction``, ``efSearch`` (hnsw), ``nlist``,
+    ``nprobe`` (ivf)."""
 
 
 class BuildRequest(BuildOptions):
@@ -92,6 +98,7 @@ class SearchRequest(SearchOptions):
 class ReindexOptions(_Options):
     model: str | None = Field(None, min_length=1, max_length=200)
     kind: Literal["auto", "flat", "hnsw", "ivf"] = "auto"
+    params: dict[str, int] | None = None
     min_recall: float = Field(0.95, ge=0.0, le=1.0)
     batch_size: int = Field(32, ge=1)
     id_from: str | None = None
@@ -182,10 +189,22 @@ def parse_delete_request(raw: Any, limits: Limits) -> DeleteRequest:
     return DeleteRequest.model_construct(collection=check_collection_name(fields["collection"]), ids=checked)
 
 
+def _check_params(params: dict[str, int] | None) -> dict[str, int] | None:
+    for key, value in (params or {}).items():
+        if key not in INDEX_PARAMS or value < 1:
+            raise BadRequest(
+                f"params.{key}: index parameters are positive integers among {', '.join(INDEX_PARAMS)}",
+                detail={"field": f"params.{key}"},
+            )
+    return params
+
+
 def parse_build_request(raw: Any, _limits: Limits) -> BuildRequest:
     fields, rest = _split(raw, "collection")
     options = parse_options(rest, BuildOptions)
-    return BuildRequest.model_construct(collection=check_collection_name(fields["collection"]), kind=options.kind)
+    return BuildRequest.model_construct(
+        collection=check_collection_name(fields["collection"]), kind=options.kind, params=_check_params(options.params)
+    )
 
 
 def _check_filter(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -235,6 +254,7 @@ def parse_reindex_request(raw: Any, limits: Limits) -> ReindexRequest:
         collection=check_collection_name(fields["collection"]),
         model=check_model_name(options.model) if options.model is not None else None,
         kind=options.kind,
+        params=_check_params(options.params),
         min_recall=options.min_recall,
         batch_size=options.batch_size,
         id_from=options.id_from,

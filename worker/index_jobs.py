@@ -58,7 +58,9 @@ class Built:
     index: Any
 
 
-def build(rt: Runtime, claim: Claim, collection: Collection, model_id: int, kind: str) -> Built:
+def build(
+    rt: Runtime, claim: Claim, collection: Collection, *, model_id: int, kind: str, params: dict[str, int] | None
+) -> Built:
     """Snapshot, build and write the artifact of a new index version of ``collection`` under ``model_id``."""
     root = rt.settings.artifacts
     remove_stale_temps(root, "index", collection.name)
@@ -74,7 +76,7 @@ def build(rt: Runtime, claim: Claim, collection: Collection, model_id: int, kind
         chosen = "flat"
     dimension = vectors.shape[1] if len(vectors) else _dimension(rt, collection)
     matrix = vectors if len(vectors) else np.zeros((0, dimension), dtype=np.float32)
-    index, params = index_core.build_index(matrix, chosen)
+    index, used = index_core.build_index(matrix, chosen, params=params)
 
     def files(folder: Path) -> None:
         index_core.save_index(index, folder)
@@ -87,11 +89,11 @@ def build(rt: Runtime, claim: Claim, collection: Collection, model_id: int, kind
         "normalize": collection.normalize,
         "count": len(snapshot.ids),
         "max_seq": snapshot.max_seq,
-        "params": params,
+        "params": used,
         "job_id": claim.output_id,
     }
     path = write_artifact(root, "index", collection.name, str(version), files, meta)
-    return Built(index_id, version, path, params, snapshot, matrix, index)
+    return Built(index_id, version, path, used, snapshot, matrix, index)
 
 
 def _dimension(rt: Runtime, collection: Collection) -> int:
@@ -122,7 +124,7 @@ def run_build(rt: Runtime, claim: Claim) -> dict[str, Any]:
             detail={"field": "collection", "collection": collection.name},
         )
     progress = rt.progress(claim, total=0, done=0)
-    built = build(rt, claim, collection, collection.model_id, request.kind)
+    built = build(rt, claim, collection, model_id=collection.model_id, kind=request.kind, params=request.params)
     summary = _summary(collection, built)
     progress.total = len(built.snapshot.ids)
 
@@ -191,7 +193,7 @@ def run_reindex(rt: Runtime, claim: Claim) -> dict[str, Any]:
         return _reindex_chunk(rt, claim, request, collection=collection, model=model, model_id=model_id)
     progress = rt.progress(claim, total=collections_store.live_count(conn=rt.conn, collection_id=collection.id), done=0)
     embedded = _embed_missing(rt, collection, model=model, model_id=model_id, request=request, progress=progress)
-    built = build(rt, claim, collection, model_id, request.kind)
+    built = build(rt, claim, collection, model_id=model_id, kind=request.kind, params=request.params)
     recall = gate(built)
     metrics = {"gate": {"recall_at_10": recall, "min_recall": request.min_recall, "sample": GATE_SAMPLE}}
     if recall < request.min_recall:

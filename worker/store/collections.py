@@ -195,9 +195,9 @@ def activate_index(
     documents move to that model version in the same transaction.
     """
     conn.execute(
-        "UPDATE index_versions SET status = 'ready', artifact_path = %s, params = %s, count = %s, max_seq = %s, "
-        "metrics = %s WHERE id = %s",
-        (path, Jsonb(params), count, max_seq, Jsonb(metrics), index_id),
+        "UPDATE index_versions SET status = 'ready', kind = coalesce(%s, kind), artifact_path = %s, params = %s, "
+        "count = %s, max_seq = %s, metrics = %s WHERE id = %s",
+        (params.get("kind"), path, Jsonb(params), count, max_seq, Jsonb(metrics), index_id),
     )
     if model is not None:
         conn.execute(
