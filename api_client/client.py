@@ -289,6 +289,15 @@ class EmbedQ(CollectionsMixin):
                 detail={"field": "prompt_name"},
             )
 
+    def _check_cross_encoder(self, name: str) -> None:
+        row = self._run(lambda conn: models_store.resolve_model(conn=conn, name=name))
+        if row is None or row.kind != "cross-encoder":
+            raise UnknownModel(
+                f"rerank: {name!r} is not a registered cross-encoder (register a CrossEncoder folder with "
+                f"`embedq models add {name} PATH`)",
+                detail={"field": "rerank", "model": name},
+            )
+
     def _gpu_alive(self) -> bool:
         with self._gpu_lock:
             checked_at, alive = self._gpu_checked

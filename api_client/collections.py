@@ -99,6 +99,8 @@ class CollectionsMixin:
         filter: Mapping[str, Any] | None = None,
         threshold: float | None = None,
         include: Sequence[str] = ("text", "metadata"),
+        rerank: str | None = None,
+        rerank_top: int = 50,
         batch_size: int = 32,
         lane: str | None = None,
     ) -> Job:
@@ -106,8 +108,12 @@ class CollectionsMixin:
 
         A hit is ``{"id", "score", "text", "metadata"}`` (``include`` picks the last two). ``filter`` keeps
         documents whose metadata has each key equal to the value given; ``threshold`` drops hits scoring less.
+        ``rerank`` names a registered cross-encoder that rescores the best ``rerank_top`` hits of each query:
+        a hit's ``score`` is then the cross-encoder's, and ``retrieval_score`` the index's.
         """
         self.collection(name)
+        if rerank is not None:
+            self._check_cross_encoder(rerank)  # type: ignore[attr-defined]
         raw = {
             "collection": name,
             "queries": list(queries) if isinstance(queries, list | tuple) else queries,
@@ -115,6 +121,8 @@ class CollectionsMixin:
             "filter": dict(filter) if isinstance(filter, Mapping) else filter,
             "threshold": threshold,
             "include": list(include) if isinstance(include, list | tuple) else include,
+            "rerank": rerank,
+            "rerank_top": rerank_top,
             "batch_size": batch_size,
         }
         return self._submit(JobKind.SEARCH, raw, idempotency_key=None, lane=lane, hardware=None)

@@ -86,6 +86,9 @@ class SearchOptions(_Options):
     threshold: float | None = None
     include: list[Literal["text", "metadata"]] = ["text", "metadata"]
     batch_size: int = Field(32, ge=1)
+    rerank: str | None = Field(None, min_length=1, max_length=200)
+    """A registered cross-encoder that rescores the best ``rerank_top`` hits of each query."""
+    rerank_top: int = Field(50, ge=1)
 
 
 class SearchRequest(SearchOptions):
@@ -230,9 +233,9 @@ def parse_search_request(raw: Any, limits: Limits) -> SearchRequest:
             f"queries: {len(queries):,} is over the limit of {limits.max_queries:,} per search (max_queries)",
             detail={"field": "queries", "limit": "max_queries", "max": limits.max_queries},
         )
-    if options.k > limits.max_k:
+    if max(options.k, options.rerank_top if options.rerank else 0) > limits.max_k:
         raise LimitExceeded(
-            f"k: {options.k} is over the limit of {limits.max_k} (max_k)",
+            f"k: {max(options.k, options.rerank_top)} is over the limit of {limits.max_k} (max_k)",
             detail={"field": "k", "limit": "max_k", "max": limits.max_k},
         )
     return SearchRequest.model_construct(
@@ -243,6 +246,8 @@ def parse_search_request(raw: Any, limits: Limits) -> SearchRequest:
         threshold=options.threshold,
         include=list(dict.fromkeys(options.include)),
         batch_size=options.batch_size,
+        rerank=check_model_name(options.rerank) if options.rerank is not None else None,
+        rerank_top=max(options.rerank_top, options.k),
     )
 
 

@@ -12,11 +12,12 @@ import threading
 import time
 from functools import cache, cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from api_client.db import reopen
+from api_client.errors import UnknownModel
 from api_client.settings import Settings, get_settings
 from api_client.store import models as models_read
 from api_client.store.models import ModelRow
@@ -26,6 +27,7 @@ from worker.store import models as models_store
 from worker.store.jobs import Claim
 
 if TYPE_CHECKING:
+    from tasks.rerank import CrossEncoders
     from worker.indexes import Deltas, IndexCache
 
 ROW_TTL = 5.0
@@ -65,6 +67,22 @@ class Runtime:
 
         configure(threads=None if self.hardware == "gpu" else self.threads)
         return IndexCache(self.settings.index_cache)
+
+    @cached_property
+    def cross_encoders(self) -> CrossEncoders:
+        from tasks.rerank import CrossEncoders
+
+        return CrossEncoders(device="cuda" if self.hardware == "gpu" else "cpu")
+
+    def cross_encoder(self, name: str) -> Any:
+        """The cross-encoder registered as ``name`` (``UnknownModel`` if there is none)."""
+        self._set_threads()
+        row = models_read.resolve_model(conn=self.conn, name=name)
+        if row is None or row.kind != "cross-encoder" or not row.registered:
+            raise UnknownModel(
+                f"rerank: {name!r} is not a registered cross-encoder", detail={"field": "rerank", "model": name}
+            )
+        return self.cross_encoders.load(name, Path(row.artifact_path))[1]
 
     @cached_property
     def deltas(self) -> Deltas:

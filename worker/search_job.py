@@ -21,6 +21,7 @@ from api_client.schemas import Limits
 from api_client.schemas_collections import SearchRequest, parse_search_request
 from tasks import index as index_core
 from tasks.encode import encode
+from tasks.rerank import rerank
 from tasks.search import merge
 from worker.cache import commit
 from worker.collection_jobs import finish
@@ -40,7 +41,10 @@ def run_search(rt: Runtime, claim: Claim) -> dict[str, Any]:
     if collection.model_id is not None:
         queries = _encode_queries(rt, collection, request)
         ranked = _rank(rt, collection, request, queries)
-    hits = _hits(rt, collection, request, ranked)
+    retrieval: dict[tuple[int, str], float] = {}
+    if request.rerank is not None:
+        ranked, retrieval = _rerank(rt, collection, request, ranked)
+    hits = _hits(rt, collection, request, ranked, retrieval)
     summary = {
         "collection": request.collection,
         "queries": len(request.queries),
@@ -92,7 +96,29 @@ def _candidates(
     )
 
 
+def _rerank(
+    rt: Runtime, collection: Collection, request: SearchRequest, ranked: Ranked
+) -> tuple[Ranked, dict[tuple[int, str], float]]:
+    """The candidates rescored by the request's cross-encoder, best ``k`` kept; also the index scores."""
+    assert request.rerank is not None
+    model = rt.cross_encoder(request.rerank)
+    ids = sorted({doc_id for query_hits in ranked for doc_id, _ in query_hits})
+    texts = collections_store.details(conn=rt.conn, collection_id=collection.id, ids=ids) if ids else {}
+    retrieval: dict[tuple[int, str], float] = {}
+    reranked: Ranked = []
+    for row, (query, query_hits) in enumerate(zip(request.queries, ranked, strict=True)):
+        kept = [doc_id for doc_id, _ in query_hits if doc_id in texts]
+        retrieval.update({(row, doc_id): score for doc_id, score in query_hits})
+        scores = rerank(model, query, [texts[doc_id][0] for doc_id in kept], batch_size=request.batch_size)
+        order = sorted(zip(kept, scores.tolist(), strict=True), key=lambda item: (-item[1], item[0]))
+        reranked.append(order[: request.k])
+    return reranked, retrieval
+
+
 def _rank(rt: Runtime, collection: Collection, request: SearchRequest, queries: np.ndarray) -> Ranked:
+    """The best ``k`` (or ``rerank_top`` candidates for a rerank) per query."""
+    if request.rerank is not None:
+        request = request.model_copy(update={"k": request.rerank_top})
     index = rt.indexes.get(collection)
     delta = rt.deltas.get(rt.conn, collection)
     if not request.filter:
@@ -136,17 +162,26 @@ def _over_fetch(
         fetch *= 4
 
 
-def _hits(rt: Runtime, collection: Collection, request: SearchRequest, ranked: Ranked) -> list[list[dict[str, Any]]]:
-    """Each hit as ``{"id", "score"}`` plus the text and metadata the request includes."""
+def _hits(
+    rt: Runtime,
+    collection: Collection,
+    request: SearchRequest,
+    ranked: Ranked,
+    retrieval: dict[tuple[int, str], float],
+) -> list[list[dict[str, Any]]]:
+    """Each hit as ``{"id", "score"}`` plus the text and metadata the request includes (and, reranked,
+    ``retrieval_score``)."""
     ids = sorted({doc_id for query_hits in ranked for doc_id, _ in query_hits})
     details = collections_store.details(conn=rt.conn, collection_id=collection.id, ids=ids) if ids else {}
     out: list[list[dict[str, Any]]] = []
-    for query_hits in ranked:
+    for row, query_hits in enumerate(ranked):
         rows = []
         for doc_id, score in query_hits:
             if doc_id not in details:  # deleted between the ranking and this read
                 continue
             hit: dict[str, Any] = {"id": doc_id, "score": score}
+            if (row, doc_id) in retrieval:
+                hit["retrieval_score"] = retrieval[(row, doc_id)]
             text, metadata = details[doc_id]
             if "text" in request.include:
                 hit["text"] = text

@@ -30,11 +30,13 @@ class ModelRow:
     backend: str = "torch"
     registered: bool = False
     """Registered with ``embedq models add`` (its folder is what the name resolves to)."""
+    kind: str = "embedding"
+    """``embedding`` (a sentence-transformers model) or ``cross-encoder`` (for reranking)."""
 
 
 COLUMNS = (
     "id, name, version, sha256, dtype, artifact_path, dimension, max_seq_length, config, backend, "
-    "registered_at IS NOT NULL"
+    "registered_at IS NOT NULL, kind"
 )
 
 

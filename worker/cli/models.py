@@ -45,8 +45,11 @@ def cmd_models_add(args: argparse.Namespace) -> int:
     database_url = get_settings().require_database()
     from api_client.db import connect
     from tasks.models import ModelRegistry
+    from tasks.rerank import is_cross_encoder
     from worker.runtime import record_model
 
+    if is_cross_encoder(path):
+        return _add_cross_encoder(args.name, path, database_url)
     try:
         loaded = ModelRegistry().load(args.name, path)
     except UnknownModel as exc:
@@ -55,6 +58,33 @@ def cmd_models_add(args: argparse.Namespace) -> int:
     with connect(database_url) as conn:
         row = record_model(conn, args.name, path, loaded, dtype="float32", source="registered", register=True)
     print(f"registered {row.name} version {row.version} ({row.dimension} dims) at {row.artifact_path}")
+    return 0
+
+
+def _add_cross_encoder(name: str, path: Path, database_url: str) -> int:
+    """Register a CrossEncoder folder (a sequence-classification model) for reranking search hits."""
+    from api_client.db import connect
+    from tasks.rerank import CrossEncoders
+    from worker.store.models import upsert_model
+
+    try:
+        sha256, _ = CrossEncoders().load(name, path)
+    except UnknownModel as exc:
+        reason = first_sentence(str(exc.__cause__ or exc.message))
+        raise UnknownModel(f"{path} could not be loaded as a cross-encoder: {reason}", detail=exc.detail) from exc
+    with connect(database_url) as conn:
+        row = upsert_model(
+            conn=conn,
+            name=name,
+            sha256=sha256,
+            artifact_path=str(path),
+            dimension=None,
+            max_seq_length=None,
+            config={"source": "registered"},
+            kind="cross-encoder",
+            register=True,
+        )
+    print(f"registered cross-encoder {row.name} version {row.version} at {row.artifact_path}")
     return 0
 
 
