@@ -230,17 +230,29 @@ class Change:
 
 
 def changes_since(*, conn: psycopg.Connection, collection_id: int, after_seq: int) -> list[Change]:
-    """Documents whose seq is above ``after_seq`` (new, changed or deleted since then), in seq order."""
+    """Documents whose seq is above ``after_seq`` (new, changed or deleted since then), in seq order.
+
+    One indexed query when nothing changed (the common case); the vectors of
+    what did change come with one binary COPY.
+    """
     rows = conn.execute(
-        "SELECT d.external_id, d.seq, CASE WHEN d.deleted THEN NULL ELSE e.embedding::text END "
-        "FROM documents d LEFT JOIN embeddings e ON e.model_id = d.model_id AND e.text_sha256 = d.text_sha256 "
-        "WHERE d.collection_id = %s AND d.seq > %s ORDER BY d.seq",
+        "SELECT external_id, seq, deleted FROM documents WHERE collection_id = %s AND seq > %s ORDER BY seq",
         (collection_id, after_seq),
     ).fetchall()
-    return [
-        Change(external_id, seq, None if text is None else np.array(text.strip("[]").split(","), dtype=np.float32))
-        for external_id, seq, text in rows
-    ]
+    live = [row for row in rows if not row[2]]
+    vectors = np.zeros((0, 0), dtype=np.float32)
+    if live:
+        vectors = copy_out_vectors(
+            conn,
+            "SELECT e.embedding FROM documents d JOIN embeddings e "
+            "ON e.model_id = d.model_id AND e.text_sha256 = d.text_sha256 "
+            "WHERE d.collection_id = %s AND d.seq = ANY(%s) AND NOT d.deleted ORDER BY d.seq",
+            (collection_id, [row[1] for row in live]),
+        )
+        if len(vectors) != len(live):  # one changed again in between: read them all at the next search
+            return []
+    found = {row[1]: vector for row, vector in zip(live, vectors, strict=True)}
+    return [Change(external_id, seq, found.get(seq)) for external_id, seq, _ in rows]
 
 
 def details(*, conn: psycopg.Connection, collection_id: int, ids: list[str]) -> dict[str, tuple[str, dict]]:
