@@ -57,8 +57,10 @@ def broker_url(servers: tuple[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def worker_env(broker_url: str, database_url: str) -> dict[str, str]:
-    return helpers.worker_env(broker_url, database_url)
+def worker_env(broker_url: str, database_url: str) -> Iterator[dict[str, str]]:
+    """The session's service settings; index artifacts go to a folder of the session's own."""
+    with tempfile.TemporaryDirectory(prefix="embedq-test-artifacts-") as artifacts:
+        yield helpers.worker_env(broker_url, database_url, EMBEDQ_ARTIFACT_ROOT=artifacts)
 
 
 @pytest.fixture(scope="session")
