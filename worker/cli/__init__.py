@@ -16,10 +16,10 @@ from importlib import metadata
 from pydantic import ValidationError
 
 from api_client.errors import BadRequest, EmbedQError, IdempotencyConflict, JobCancelled, JobNotFound, UnknownModel
-from worker.cli import jobs, models, scores, services, status
+from worker.cli import collections, jobs, models, scores, services, status
 from worker.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
 
-COMMAND_GROUPS = (services, jobs, scores, models, status)
+COMMAND_GROUPS = (services, jobs, scores, collections, models, status)
 """Modules with a ``register(sub)`` that adds their commands."""
 
 INPUT_ERRORS = (BadRequest, UnknownModel, JobNotFound, IdempotencyConflict)
