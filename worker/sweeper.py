@@ -25,6 +25,7 @@ the jobs not yet sent, which the next pass picks up.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 import psycopg
@@ -69,7 +70,7 @@ def queue_depth(app: Celery, queue: str) -> int:
                 log.debug("channel already closed")
 
 
-def _send(app: Celery, conn: psycopg.Connection, job: Resend, consumed: set[str], report: SweepReport) -> None:
+def _send(app: Celery, conn: psycopg.Connection, job: Resend, consumed: set[str], report: SweepReport) -> str:
     """Send ``job`` again to its own kind's task, on its queue or the one that replaces it."""
     queue = target_queue(job.queue, consumed)
     app.send_task(KINDS[job.kind].task_name, kwargs={"job_id": job.job_id}, queue=queue, task_id=job.job_id)
@@ -77,17 +78,20 @@ def _send(app: Celery, conn: psycopg.Connection, job: Resend, consumed: set[str]
     report.resent.append(job.job_id)
     if queue != job.queue:
         report.rerouted.append(job.job_id)
+    return queue
 
 
 def _pass(conn: psycopg.Connection, app: Celery, settings: Settings, report: SweepReport) -> None:
     report.failed = jobs_store.fail_exhausted(conn=conn)
     consumed = {q for row in workers_store.alive(conn=conn, within=settings.worker_alive) for q in row.queues}
     consumed &= {*QUEUES, PLAIN_QUEUE}
+    # Messages this pass sends for lapsed jobs are on the broker too, but they are not for queued jobs.
+    sent_now: Counter[str] = Counter()
     for job in jobs_store.lapsed_jobs(conn=conn, resend_after=settings.resend_after, limit=PER_PASS):
-        _send(app, conn, job, consumed, report)
+        sent_now[_send(app, conn, job, consumed, report)] += 1
     for queue, (queued, due) in jobs_store.stale_queues(conn=conn, resend_after=settings.resend_after).items():
         target = target_queue(queue, consumed)
-        missing = due if target != queue else queued - queue_depth(app, queue)
+        missing = due if target != queue else queued - (queue_depth(app, queue) - sent_now[queue])
         if missing <= 0:
             report.skipped_backlog.append(queue)
             continue

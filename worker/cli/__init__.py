@@ -15,14 +15,22 @@ from importlib import metadata
 
 from pydantic import ValidationError
 
-from api_client.errors import BadRequest, EmbedQError, IdempotencyConflict, JobCancelled, JobNotFound, UnknownModel
+from api_client.errors import (
+    BadRequest,
+    EmbedQError,
+    IdempotencyConflict,
+    JobCancelled,
+    JobNotFound,
+    UnknownCollection,
+    UnknownModel,
+)
 from worker.cli import collections, jobs, models, scores, services, status
 from worker.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
 
 COMMAND_GROUPS = (services, jobs, scores, collections, models, status)
 """Modules with a ``register(sub)`` that adds their commands."""
 
-INPUT_ERRORS = (BadRequest, UnknownModel, JobNotFound, IdempotencyConflict)
+INPUT_ERRORS = (BadRequest, UnknownModel, UnknownCollection, JobNotFound, IdempotencyConflict)
 """Errors caused by what the caller asked for: exit status 2, like a usage error."""
 
 DESCRIPTION = """\

@@ -9,14 +9,12 @@ input (exit 2), as is a bad line of an upsert file, named by its line number.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import re
 import sys
-from collections.abc import Callable
 from typing import Any
 
-from api_client.errors import BadRequest, UnknownCollection
+from api_client.errors import BadRequest
 from api_client.schemas import DEFAULT_MODEL
 from api_client.schemas_collections import INDEX_KINDS
 from worker.cli.common import UsageError, client
@@ -24,19 +22,6 @@ from worker.cli.jobs import add_wait_options, await_job, read_texts
 
 _WHERE = re.compile(r"^documents(?:\.text)?\[(\d+)\](?:\.(\w+))?: ")
 _REFERENCE = re.compile(r"documents\[(\d+)\]")
-
-
-def _known_collection(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Report a name that is no collection as bad input (exit 2), like an unknown model."""
-
-    @functools.wraps(command)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except UnknownCollection as exc:
-            raise UsageError(f"UnknownCollection: {exc.message}") from exc
-
-    return run
 
 
 def read_documents(path: str, *, id_prefix: str = "") -> tuple[list[dict[str, Any]], list[int]]:
@@ -122,7 +107,6 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-@_known_collection
 def cmd_collection(args: argparse.Namespace) -> int:
     with client() as eq:
         _print_json(eq.collection(args.name))
@@ -136,7 +120,6 @@ def _finish(job: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-@_known_collection
 def cmd_upsert(args: argparse.Namespace) -> int:
     documents, numbers = read_documents(args.file, id_prefix=args.id_prefix)
     if not documents:
@@ -149,19 +132,16 @@ def cmd_upsert(args: argparse.Namespace) -> int:
         return _finish(job, args)
 
 
-@_known_collection
 def cmd_delete(args: argparse.Namespace) -> int:
     with client() as eq:
         return _finish(eq.delete(args.name, args.ids), args)
 
 
-@_known_collection
 def cmd_index_build(args: argparse.Namespace) -> int:
     with client() as eq:
         return _finish(eq.build_index(args.name, kind=args.kind), args)
 
 
-@_known_collection
 def cmd_reindex(args: argparse.Namespace) -> int:
     with client() as eq:
         return _finish(eq.reindex(args.name, model=args.model, kind=args.kind, min_recall=args.min_recall), args)
@@ -185,7 +165,6 @@ def parse_filter(items: list[str]) -> dict[str, Any] | None:
     return found
 
 
-@_known_collection
 def cmd_search(args: argparse.Namespace) -> int:
     with client() as eq:
         job = eq.search(
