@@ -200,7 +200,7 @@ def run_reindex(rt: Runtime, claim: Claim) -> dict[str, Any]:
         collections_store.fail_index(conn=rt.conn, index_id=built.index_id, metrics=metrics)
         raise GateFailed(
             f"the new index's recall@10 is {recall:.3f}, below the gate of {request.min_recall}; "
-            f"version {collection.index_id} stays active",
+            + (f"version {collection.index_version} stays active" if collection.index_version else "none was active"),
             detail={"recall_at_10": recall, "min_recall": request.min_recall, "index_version": built.version},
         )
     summary = _summary(collection, built, model=target, model_id=model_id, embedded=embedded, **metrics)

@@ -158,11 +158,6 @@ def test_a_failed_gate_keeps_the_old_version(eq: EmbedQ, db) -> None:
     assert ids_of(eq.search(collection, QUERIES, k=5).result(timeout=WAIT)) == ids_of(hits_before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker/index_jobs.py run_reindex: the GateFailed message says 'version {collection.index_id} stays "
-    "active', the index_versions row id, not the collection's version number",
-)
 def test_a_failed_gate_names_the_version_that_stays_active(eq: EmbedQ) -> None:
     eq.build_index(filled(eq, 60, build=False)).wait(timeout=WAIT)  # ids and versions part ways from here on
     collection = filled(eq, 300)

@@ -26,14 +26,15 @@ class Collection:
     index_path: str | None
     index_max_seq: int
     index_params: dict[str, Any]
+    index_version: int | None = None
 
 
 def get_collection(*, conn: psycopg.Connection, name: str, lock: str = "") -> Collection:
     """The collection ``name`` (``UnknownCollection`` if there is none); ``lock`` e.g. ``FOR SHARE OF c``."""
     row = conn.execute(
         "SELECT c.id, c.name, c.model, c.model_id, c.normalize, i.id, i.artifact_path, coalesce(i.max_seq, 0), "
-        f"coalesce(i.params, '{{}}'::jsonb) FROM collections c LEFT JOIN index_versions i ON i.id = c.active_index_id "
-        f"WHERE c.name = %s {lock}",
+        "coalesce(i.params, '{}'::jsonb), i.version "
+        f"FROM collections c LEFT JOIN index_versions i ON i.id = c.active_index_id WHERE c.name = %s {lock}",
         (name,),
     ).fetchone()
     if row is None:
