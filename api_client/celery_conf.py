@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from typing import Any
 
@@ -13,6 +14,8 @@ from api_client.kinds import BY_TASK
 from api_client.routing import DEFAULT_QUEUE, QUEUES, Thresholds
 from api_client.schemas import Limits
 from api_client.settings import Settings
+
+log = logging.getLogger(__name__)
 
 PLAIN_QUEUE = "celery"
 """Celery's own default queue: where a plain ``Celery(broker=...).send_task`` without ``queue=`` lands.
@@ -87,3 +90,17 @@ def producer_app(settings: Settings) -> Celery:
     app = Celery("embedq-client", set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
+
+
+def queue_depth(connection: Any, queue: str) -> int:
+    """Messages waiting in ``queue`` on a broker connection (0 when the queue does not exist yet)."""
+    channel = connection.channel()
+    try:
+        return int(channel.queue_declare(queue=queue, passive=True).message_count)
+    except Exception:  # the queue does not exist (an empty Redis list is no key at all)
+        return 0
+    finally:
+        try:
+            channel.close()
+        except Exception:  # a passive declare on a missing AMQP queue closes the channel itself
+            log.debug("channel already closed")

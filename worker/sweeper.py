@@ -32,6 +32,7 @@ import psycopg
 from celery import Celery
 
 from api_client.celery_conf import PLAIN_QUEUE
+from api_client.celery_conf import queue_depth as channel_queue_depth
 from api_client.kinds import KINDS
 from api_client.routing import QUEUES, target_queue
 from api_client.settings import Settings
@@ -58,16 +59,7 @@ class SweepReport:
 def queue_depth(app: Celery, queue: str) -> int:
     """Messages waiting in ``queue`` on the broker (0 when the queue does not exist yet)."""
     with app.connection_for_read() as connection:
-        channel = connection.channel()
-        try:
-            return int(channel.queue_declare(queue=queue, passive=True).message_count)
-        except Exception:  # the queue does not exist (an empty Redis list is no key at all)
-            return 0
-        finally:
-            try:
-                channel.close()
-            except Exception:  # a passive declare on a missing AMQP queue closes the channel itself
-                log.debug("channel already closed")
+        return channel_queue_depth(connection, queue)
 
 
 def _send(app: Celery, conn: psycopg.Connection, job: Resend, consumed: set[str], report: SweepReport) -> str:

@@ -66,23 +66,9 @@ def public_url(url: str) -> str:
     return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
-def queue_depth(connection: Any, queue: str) -> int:
-    """Messages waiting in ``queue`` (0 when the queue does not exist yet)."""
-    channel = connection.channel()
-    try:
-        return int(channel.queue_declare(queue=queue, passive=True).message_count)
-    except Exception:  # the queue does not exist (an empty Redis list is no key at all)
-        return 0
-    finally:
-        try:
-            channel.close()
-        except Exception:  # a passive declare on a missing AMQP queue closes the channel itself
-            log.debug("channel already closed")
-
-
 def check_broker(settings: Settings, timeout: float) -> dict[str, Any]:
     """Whether the broker answers, and the messages waiting on each queue workers consume."""
-    from api_client.celery_conf import PLAIN_QUEUE, producer_app
+    from api_client.celery_conf import PLAIN_QUEUE, producer_app, queue_depth
     from api_client.routing import QUEUES
 
     report: dict[str, Any] = {"url": public_url(settings.broker_url or ""), "reachable": False, "queues": {}}
