@@ -1,11 +1,12 @@
 """Running upsert and delete jobs: documents written in one transaction with the job's final state.
 
 An upsert embeds its texts through the cache first (unchanged texts cost
-nothing), then, holding the collection row ``FOR SHARE`` so a reindex's swap
-cannot slip in between, binds the collection to the worker's model version on
+nothing), then, holding the collection row ``FOR UPDATE``, binds the collection to the worker's model version on
 its first upsert (and refuses any other version after that) and writes the
 documents: each change takes a new ``seq``, which is what makes it part of
-the delta searched beside the active index.
+the delta searched beside the active index. Writers of one collection take
+turns on its row, so its ``seq`` values commit in order: a reader that has
+seen ``seq`` N has seen every change below it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def run_upsert(rt: Runtime, claim: Claim) -> dict[str, Any]:
     }
 
     def write(_skip_existing: bool) -> None:
-        locked = collections_store.get_collection(conn=rt.conn, name=request.collection, lock="FOR SHARE OF c")
+        locked = collections_store.get_collection(conn=rt.conn, name=request.collection, lock="FOR UPDATE OF c")
         collections_store.bind_model(conn=rt.conn, collection=locked, model_id=model_id)
         summary["changed"] = collections_store.upsert_documents(
             conn=rt.conn,
@@ -66,7 +67,7 @@ def run_delete(rt: Runtime, claim: Claim) -> dict[str, Any]:
     summary: dict[str, Any] = {"collection": request.collection, "count": len(request.ids)}
 
     def write(_skip_existing: bool) -> None:
-        collection = collections_store.get_collection(conn=rt.conn, name=request.collection, lock="FOR SHARE OF c")
+        collection = collections_store.get_collection(conn=rt.conn, name=request.collection, lock="FOR UPDATE OF c")
         summary["deleted"] = collections_store.delete_documents(
             conn=rt.conn, collection_id=collection.id, ids=request.ids
         )

@@ -18,13 +18,16 @@ until then.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from api_client.errors import BadRequest, GateFailed
+from api_client.errors import BadRequest, GateFailed, RetriableError
 from api_client.postprocess import truncate_and_normalize
 from api_client.schemas import Limits
 from api_client.schemas_collections import ReindexRequest, parse_build_request, parse_reindex_request
@@ -36,12 +39,15 @@ from worker.collection_jobs import finish
 from worker.lease import Progress
 from worker.runtime import Runtime
 from worker.store import collections as collections_store
-from worker.store.collections import Collection, Snapshot
+from worker.store.collections import Collection, Snapshot, StillMissing
 from worker.store.jobs import Claim
+
+log = logging.getLogger(__name__)
 
 GATE_SAMPLE = 200
 GATE_K = 10
-SWAP_TRIES = 5
+RETRIES = 5
+"""Rounds of embedding what was written meanwhile before a reindex's snapshot or swap gives up (and retries)."""
 MISSING_BATCH = 2048
 
 
@@ -58,16 +64,41 @@ class Built:
     index: Any
 
 
+@contextmanager
+def building(rt: Runtime, collection: Collection) -> Iterator[None]:
+    """One build of a collection at a time, across the fleet (a session advisory lock, gone with the connection)."""
+    rt.indexes  # noqa: B018 (FAISS's threads and BLAS threshold are set with the index cache)
+    collections_store.build_lock(rt.conn, collection.id)
+    try:
+        yield
+    finally:
+        try:
+            collections_store.build_unlock(rt.conn, collection.id)
+        except Exception as exc:  # the connection broke: the lock went with it
+            log.warning("build lock of collection %s: %s", collection.name, exc)
+
+
 def build(
-    rt: Runtime, claim: Claim, collection: Collection, *, model_id: int, kind: str, params: dict[str, int] | None
+    rt: Runtime,
+    claim: Claim,
+    collection: Collection,
+    *,
+    model_id: int,
+    kind: str,
+    params: dict[str, int] | None,
+    embed_missing: Callable[[], int] | None = None,
 ) -> Built:
-    """Snapshot, build and write the artifact of a new index version of ``collection`` under ``model_id``."""
+    """Snapshot, build and write the artifact of a new index version of ``collection`` under ``model_id``.
+
+    Call it inside ``building``. ``embed_missing`` (a reindex) embeds documents
+    written meanwhile that have no vector under ``model_id`` yet.
+    """
     root = rt.settings.artifacts
     remove_stale_temps(root, "index", collection.name)
     index_id, version = collections_store.reserve_index_version(
         conn=rt.conn, collection_id=collection.id, kind=kind, model_id=model_id, job_id=claim.output_id
     )
-    snapshot = collections_store.snapshot(conn=rt.conn, collection_id=collection.id, model_id=model_id)
+    snapshot = _snapshot(rt, collection, model_id, embed_missing)
     vectors = snapshot.vectors
     if len(vectors):
         vectors = truncate_and_normalize(vectors, truncate_dim=None, normalize=collection.normalize)
@@ -94,6 +125,17 @@ def build(
     }
     path = write_artifact(root, "index", collection.name, str(version), files, meta)
     return Built(index_id, version, path, used, snapshot, matrix, index)
+
+
+def _snapshot(rt: Runtime, collection: Collection, model_id: int, embed_missing: Callable[[], int] | None) -> Snapshot:
+    for _ in range(RETRIES):
+        try:
+            return collections_store.snapshot(conn=rt.conn, collection_id=collection.id, model_id=model_id)
+        except StillMissing:
+            if embed_missing is None:
+                raise
+            embed_missing()
+    raise RetriableError(f"documents of {collection.name!r} kept changing while a reindex read them; retrying")
 
 
 def _dimension(rt: Runtime, collection: Collection) -> int:
@@ -124,25 +166,26 @@ def run_build(rt: Runtime, claim: Claim) -> dict[str, Any]:
             detail={"field": "collection", "collection": collection.name},
         )
     progress = rt.progress(claim, total=0, done=0)
-    built = build(rt, claim, collection, model_id=collection.model_id, kind=request.kind, params=request.params)
-    summary = _summary(collection, built)
-    progress.total = len(built.snapshot.ids)
-
-    def swap(_skip_existing: bool) -> None:
-        collections_store.activate_index(
-            conn=rt.conn,
-            collection_id=collection.id,
-            index_id=built.index_id,
-            path=str(built.path),
-            params=built.params,
-            count=len(built.snapshot.ids),
-            max_seq=built.snapshot.max_seq,
-            metrics={},
-        )
-        finish(rt, claim, summary, len(built.snapshot.ids))
-
-    commit(rt.conn, swap)
+    with building(rt, collection):
+        built = build(rt, claim, collection, model_id=collection.model_id, kind=request.kind, params=request.params)
+        summary = _summary(collection, built)
+        progress.total = len(built.snapshot.ids)
+        commit(rt.conn, lambda _skip: _activate(rt, claim, collection, built, summary))
     return summary
+
+
+def _activate(rt: Runtime, claim: Claim, collection: Collection, built: Built, summary: dict[str, Any]) -> None:
+    collections_store.activate_index(
+        conn=rt.conn,
+        collection_id=collection.id,
+        index_id=built.index_id,
+        path=str(built.path),
+        params=built.params,
+        count=len(built.snapshot.ids),
+        max_seq=built.snapshot.max_seq,
+        metrics={},
+    )
+    finish(rt, claim, summary, len(built.snapshot.ids))
 
 
 def gate(built: Built, *, sample: int = GATE_SAMPLE, k: int = GATE_K) -> float:
@@ -192,42 +235,60 @@ def run_reindex(rt: Runtime, claim: Claim) -> dict[str, Any]:
     if claim.parent_id is not None:
         return _reindex_chunk(rt, claim, request, collection=collection, model=model, model_id=model_id)
     progress = rt.progress(claim, total=collections_store.live_count(conn=rt.conn, collection_id=collection.id), done=0)
-    embedded = _embed_missing(rt, collection, model=model, model_id=model_id, request=request, progress=progress)
-    built = build(rt, claim, collection, model_id=model_id, kind=request.kind, params=request.params)
-    recall = gate(built)
-    metrics = {"gate": {"recall_at_10": recall, "min_recall": request.min_recall, "sample": GATE_SAMPLE}}
-    if recall < request.min_recall:
-        collections_store.fail_index(conn=rt.conn, index_id=built.index_id, metrics=metrics)
-        raise GateFailed(
-            f"the new index's recall@10 is {recall:.3f}, below the gate of {request.min_recall}; "
-            + (f"version {collection.index_version} stays active" if collection.index_version else "none was active"),
-            detail={"recall_at_10": recall, "min_recall": request.min_recall, "index_version": built.version},
-        )
-    summary = _summary(collection, built, model=target, model_id=model_id, embedded=embedded, **metrics)
-    for _ in range(SWAP_TRIES):
-        if not collections_store.missing_vectors(conn=rt.conn, collection_id=collection.id, model_id=model_id, limit=1):
-            break
-        summary["embedded"] += _embed_missing(
-            rt, collection, model=model, model_id=model_id, request=request, progress=progress
-        )
 
-    def swap(_skip_existing: bool) -> None:
-        collections_store.get_collection(conn=rt.conn, name=collection.name, lock="FOR UPDATE OF c")
-        collections_store.activate_index(
-            conn=rt.conn,
-            collection_id=collection.id,
-            index_id=built.index_id,
-            path=str(built.path),
-            params=built.params,
-            count=len(built.snapshot.ids),
-            max_seq=built.snapshot.max_seq,
-            metrics=metrics,
-            model=(target, model_id),
-        )
-        finish(rt, claim, summary, progress.total)
+    def embed_missing() -> int:
+        return _embed_missing(rt, collection, model=model, model_id=model_id, request=request, progress=progress)
 
-    commit(rt.conn, swap)
-    return summary
+    with building(rt, collection):
+        embedded = embed_missing()
+        built = build(
+            rt,
+            claim,
+            collection,
+            model_id=model_id,
+            kind=request.kind,
+            params=request.params,
+            embed_missing=embed_missing,
+        )
+        recall = gate(built)
+        metrics = {"gate": {"recall_at_10": recall, "min_recall": request.min_recall, "sample": GATE_SAMPLE}}
+        if recall < request.min_recall:
+            collections_store.fail_index(conn=rt.conn, index_id=built.index_id, metrics=metrics)
+            raise GateFailed(
+                f"the new index's recall@10 is {recall:.3f}, below the gate of {request.min_recall}; "
+                + (
+                    f"version {collection.index_version} stays active"
+                    if collection.index_version
+                    else "none was active"
+                ),
+                detail={"recall_at_10": recall, "min_recall": request.min_recall, "index_version": built.version},
+            )
+        summary = _summary(collection, built, model=target, model_id=model_id, embedded=embedded, **metrics)
+
+        def swap(_skip_existing: bool) -> None:
+            collections_store.get_collection(conn=rt.conn, name=collection.name, lock="FOR UPDATE OF c")
+            if collections_store.missing_vectors(conn=rt.conn, collection_id=collection.id, model_id=model_id, limit=1):
+                raise StillMissing(collection.id)  # written since the snapshot: embed them, then swap
+            collections_store.activate_index(
+                conn=rt.conn,
+                collection_id=collection.id,
+                index_id=built.index_id,
+                path=str(built.path),
+                params=built.params,
+                count=len(built.snapshot.ids),
+                max_seq=built.snapshot.max_seq,
+                metrics=metrics,
+                model=(target, model_id),
+            )
+            finish(rt, claim, summary, progress.total)
+
+        for _ in range(RETRIES):
+            try:
+                commit(rt.conn, swap)
+                return summary
+            except StillMissing:
+                summary["embedded"] += embed_missing()
+    raise RetriableError(f"documents of {collection.name!r} kept changing while a reindex swapped; retrying")
 
 
 def _reindex_chunk(

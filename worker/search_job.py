@@ -49,7 +49,8 @@ def run_search(rt: Runtime, claim: Claim) -> dict[str, Any]:
         "collection": request.collection,
         "queries": len(request.queries),
         "k": request.k,
-        "index_version": collection.index_id,
+        "index_version": collection.index_version,
+        "index_id": collection.index_id,
         "model_id": collection.model_id,
         "hits": sum(len(query_hits) for query_hits in hits),
     }

@@ -184,7 +184,7 @@ def test_searches_during_a_reindex_answer_from_one_version(eq: EmbedQ, worker_en
             hits = search.result(timeout=WAIT)
             summary = search.info().result
             assert summary is not None
-            seen.append(((summary["index_version"], summary["model_id"]), running))
+            seen.append(((summary["index_id"], summary["model_id"]), running))
             assert ids_of(hits) == expected, summary
             if not running:
                 break

@@ -12,6 +12,8 @@ from psycopg.types.json import Jsonb
 from api_client.errors import ModelMismatch, UnknownCollection
 from api_client.store.embeddings import copy_out_vectors
 
+BUILD_LOCK = 0x656D6278  # "embx": advisory lock class of index builds, one key per collection
+
 
 @dataclass(frozen=True)
 class Collection:
@@ -48,7 +50,7 @@ def bind_model(*, conn: psycopg.Connection, collection: Collection, model_id: in
     """Bind the collection to ``model_id`` on its first upsert; refuse vectors of any other version after that.
 
     Run inside the transaction that writes the documents, after locking the
-    collection row (``FOR SHARE``), so a reindex's swap cannot slip in between.
+    collection row (``FOR UPDATE``), so a reindex's swap cannot slip in between.
     """
     row = conn.execute(
         "UPDATE collections SET model_id = %s, updated_at = now() WHERE id = %s AND model_id IS NULL "
@@ -117,10 +119,21 @@ class Snapshot:
     max_seq: int
 
 
+class StillMissing(Exception):
+    """Documents written meanwhile have no vector under the model a reindex moves to: embed them, try again."""
+
+
 def snapshot(*, conn: psycopg.Connection, collection_id: int, model_id: int) -> Snapshot:
-    """Read the live documents and their vectors under ``model_id`` in one repeatable-read snapshot."""
+    """The live documents and their vectors under ``model_id``, as of one moment.
+
+    Writers of a collection's documents hold its row ``FOR UPDATE``; holding it
+    ``FOR SHARE`` here keeps them out while the three reads run, so they agree.
+    Raises ``StillMissing`` when a live document has no vector under ``model_id``.
+    """
     with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute("SELECT 1 FROM collections WHERE id = %s FOR SHARE", (collection_id,))
+        if missing_vectors(conn=conn, collection_id=collection_id, model_id=model_id, limit=1):
+            raise StillMissing(collection_id)
         head = conn.execute("SELECT coalesce(max(seq), 0) FROM documents WHERE collection_id = %s", (collection_id,))
         max_seq = int(head.fetchone()[0])  # type: ignore[index]
         rows = conn.execute(
@@ -134,9 +147,16 @@ def snapshot(*, conn: psycopg.Connection, collection_id: int, model_id: int) -> 
             "WHERE d.collection_id = %s AND NOT d.deleted ORDER BY d.seq",
             (model_id, collection_id),
         )
-    if len(vectors) != len(rows):
-        raise RuntimeError(f"{len(rows) - len(vectors)} documents have no vector under model {model_id}")
     return Snapshot([row[0] for row in rows], np.array([row[1] for row in rows], dtype=np.int64), vectors, max_seq)
+
+
+def build_lock(conn: psycopg.Connection, collection_id: int) -> None:
+    """Wait for, then hold, the session lock that lets one build of a collection run at a time."""
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", (BUILD_LOCK, collection_id))
+
+
+def build_unlock(conn: psycopg.Connection, collection_id: int) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (BUILD_LOCK, collection_id))
 
 
 def missing_vectors(
