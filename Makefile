@@ -43,6 +43,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/latency.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/similarity.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/stsb.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/search.py
 
 clean:
 	rm -rf $(VENV) .embedq .pytest_cache .mypy_cache .ruff_cache
