@@ -17,8 +17,19 @@ if TYPE_CHECKING:
     from api_client.client import Job
 
 
+def hardware_of(info: Mapping[str, Any]) -> str:
+    """The hardware class whose workers compute a collection's model version: float16 vectors come from
+    GPU workers, float32 from CPU workers (a collection not bound yet starts on CPU)."""
+    return "gpu" if info.get("dtype") == "float16" else "cpu"
+
+
 class CollectionsMixin:
-    """Collections of documents bound to one model version, with FAISS indexes and search jobs."""
+    """Collections of documents bound to one model version, with FAISS indexes and search jobs.
+
+    Every job of a collection goes to the hardware class of its model version
+    (``hardware_of``), so a GPU worker never writes float16 vectors into a
+    float32 collection, nor the other way round.
+    """
 
     _run: Callable[..., Any]
     _submit: Callable[..., Job]
@@ -61,7 +72,7 @@ class CollectionsMixin:
         Texts go through the embedding cache (unchanged texts cost nothing); an
         id that exists gets the new text and metadata.
         """
-        self.collection(name)
+        info = self.collection(name)
         raw = {
             "collection": name,
             "documents": [dict(doc) if isinstance(doc, Mapping) else doc for doc in documents]
@@ -69,13 +80,13 @@ class CollectionsMixin:
             else documents,
             "batch_size": batch_size,
         }
-        return self._submit(JobKind.UPSERT, raw, idempotency_key=idempotency_key, lane=lane, hardware=None)
+        return self._submit(JobKind.UPSERT, raw, idempotency_key=idempotency_key, lane=lane, hardware=hardware_of(info))
 
     def delete(self, name: str, ids: Sequence[str], *, idempotency_key: str | None = None) -> Job:
         """Delete documents by id; they leave search results as soon as the job succeeded."""
-        self.collection(name)
+        info = self.collection(name)
         raw = {"collection": name, "ids": list(ids) if isinstance(ids, list | tuple) else ids}
-        return self._submit(JobKind.DELETE, raw, idempotency_key=idempotency_key, lane=None, hardware=None)
+        return self._submit(JobKind.DELETE, raw, idempotency_key=idempotency_key, lane=None, hardware=hardware_of(info))
 
     def build_index(
         self,
@@ -86,9 +97,11 @@ class CollectionsMixin:
         idempotency_key: str | None = None,
     ) -> Job:
         """Build a FAISS index of the collection (``flat``, ``hnsw``, ``ivf``, or ``auto`` by size); make it active."""
-        self.collection(name)
+        info = self.collection(name)
         raw = {"collection": name, "kind": kind, "params": dict(params) if params is not None else None}
-        return self._submit(JobKind.BUILD_INDEX, raw, idempotency_key=idempotency_key, lane=None, hardware=None)
+        return self._submit(
+            JobKind.BUILD_INDEX, raw, idempotency_key=idempotency_key, lane=None, hardware=hardware_of(info)
+        )
 
     def search(
         self,
@@ -111,7 +124,7 @@ class CollectionsMixin:
         ``rerank`` names a registered cross-encoder that rescores the best ``rerank_top`` hits of each query:
         a hit's ``score`` is then the cross-encoder's, and ``retrieval_score`` the index's.
         """
-        self.collection(name)
+        info = self.collection(name)
         if rerank is not None:
             self._check_cross_encoder(rerank)  # type: ignore[attr-defined]
         raw = {
@@ -125,7 +138,7 @@ class CollectionsMixin:
             "rerank_top": rerank_top,
             "batch_size": batch_size,
         }
-        return self._submit(JobKind.SEARCH, raw, idempotency_key=None, lane=lane, hardware=None)
+        return self._submit(JobKind.SEARCH, raw, idempotency_key=None, lane=lane, hardware=hardware_of(info))
 
     def reindex(
         self,
@@ -144,7 +157,7 @@ class CollectionsMixin:
         active only if its recall@10 against exact search, on a sample of the
         collection's own documents as queries, is at least ``min_recall``.
         """
-        self.collection(name)
+        info = self.collection(name)
         raw = {
             "collection": name,
             "model": model,
@@ -152,4 +165,6 @@ class CollectionsMixin:
             "params": dict(params) if params is not None else None,
             "min_recall": min_recall,
         }
-        return self._submit(JobKind.REINDEX, raw, idempotency_key=idempotency_key, lane=None, hardware=None)
+        return self._submit(
+            JobKind.REINDEX, raw, idempotency_key=idempotency_key, lane=None, hardware=hardware_of(info)
+        )

@@ -12,7 +12,7 @@ _DESCRIBE = """
 SELECT c.id, c.name, c.model, c.model_id, m.version, m.dimension, c.normalize, c.created_at,
        (SELECT count(*) FROM documents d WHERE d.collection_id = c.id AND NOT d.deleted),
        (SELECT count(*) FROM documents d WHERE d.collection_id = c.id AND d.seq > coalesce(i.max_seq, 0)),
-       i.id, i.version, i.kind, i.count, i.max_seq, i.params, i.metrics, i.created_at
+       i.id, i.version, i.kind, i.count, i.max_seq, i.params, i.metrics, i.created_at, m.dtype
 FROM collections c
 LEFT JOIN models m ON m.id = c.model_id
 LEFT JOIN index_versions i ON i.id = c.active_index_id
@@ -45,6 +45,7 @@ def _describe(row: tuple[Any, ...]) -> dict[str, Any]:
         "size": row[8],
         "pending": row[9],
         "active_index": index,
+        "dtype": row[18],
     }
 
 
