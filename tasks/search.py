@@ -32,7 +32,7 @@ def merge(
     for row in range(nq):
         found: dict[str, float] = {}
         for (scores, labels), ids in sources:
-            for score, label in zip(scores[row], labels[row], strict=True):
+            for score, label in zip(scores[row].tolist(), labels[row].tolist(), strict=True):
                 if label < 0:
                     continue
                 doc_id = ids[label]
@@ -40,6 +40,6 @@ def merge(
                     continue
                 if threshold is not None and score < threshold:
                     continue
-                found[doc_id] = max(float(score), found.get(doc_id, float("-inf")))
+                found[doc_id] = max(score, found.get(doc_id, float("-inf")))
         merged.append(sorted(found.items(), key=lambda item: (-item[1], item[0]))[:k])
     return merged
