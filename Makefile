@@ -44,6 +44,8 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/similarity.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/stsb.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/search.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/index.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/up.py
 
 clean:
 	rm -rf $(VENV) .embedq .pytest_cache .mypy_cache .ruff_cache
