@@ -6,10 +6,19 @@ from api_client.store import models as models_read
 from worker.store import models as models_store
 
 
-def row(db, sha: str, *, dtype: str = "float32", backend: str = "torch", register: bool = False, path: str = "/m"):
+def row(
+    db,
+    sha: str,
+    *,
+    dtype: str = "float32",
+    backend: str = "torch",
+    register: bool = False,
+    path: str = "/m",
+    name: str = "rows-test",
+):
     return models_store.upsert_model(
         conn=db,
-        name="rows-test",
+        name=name,
         sha256=sha * 64,
         artifact_path=f"{path}/{sha}",
         dimension=4,
@@ -47,7 +56,7 @@ def test_a_name_resolves_to_the_version_registered_last(db) -> None:
 
 def test_an_unregistered_name_resolves_to_its_newest_row(db) -> None:
     assert models_read.resolve_model(conn=db, name="never-seen") is None
-    row(db, "3")
-    newest = row(db, "4")
-    resolved = models_read.resolve_model(conn=db, name="rows-test")
+    row(db, "3", name="rows-unregistered")
+    newest = row(db, "4", name="rows-unregistered")
+    resolved = models_read.resolve_model(conn=db, name="rows-unregistered")
     assert resolved.id == newest.id and not resolved.registered

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from api_client.settings import get_settings
-from api_client.store import workers as workers_store
 from worker.stack import wait_ready
+from worker.store import workers as workers_store
 
 
 def test_wait_ready_takes_only_a_heartbeat_younger_than_worker_alive_from_that_worker(database_url: str) -> None:
@@ -22,7 +22,7 @@ def test_wait_ready_takes_only_a_heartbeat_younger_than_worker_alive_from_that_w
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 
     def beat(pid: int, age: float) -> None:
-        workers_store.beat(
+        workers_store.record_presence(
             conn=conn, name=name, hostname=socket.gethostname(), pid=pid, hardware="cpu",
             queues=["celery"], concurrency=1, started_at=dt.datetime.now(dt.UTC),
         )  # fmt: skip
