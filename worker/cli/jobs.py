@@ -206,8 +206,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "result",
         help="wait for a job and write its output",
-        description="Wait for a job to finish and write its output: an encode job's vectors as a .npy array "
-        "to stdout (or --output), any other result as JSON. A failed or cancelled job exits 1 with its error.",
+        description="Wait for a job to finish and write its output: a numpy output (an encode job's vectors, "
+        "a similarity job's scores) as a .npy array to stdout (or --output), any other result (paraphrase "
+        "pairs, search hits, summaries) as JSON. A failed or cancelled job exits 1 with its error.",
     )
     p.add_argument("id", help="the job id (from `embedq encode --no-wait` or `embedq jobs`)")
     p.add_argument("--output", help="write the output here instead of stdout")
