@@ -8,7 +8,7 @@ scores = eq.similarity(["charged twice"], ["billed two times", "app crashes"]).r
 
 import logging
 
-from api_client.client import EmbedQ, Job
+from api_client.client import EmbedQ
 from api_client.errors import (
     BadRequest,
     DatabaseUnavailable,
@@ -22,6 +22,7 @@ from api_client.errors import (
     RetriableError,
     UnknownModel,
 )
+from api_client.job import Job
 from api_client.schemas import JobInfo
 from api_client.states import JobKind, JobStatus
 

@@ -14,7 +14,7 @@ from api_client.states import JobKind
 from api_client.store import collections as collections_store
 
 if TYPE_CHECKING:
-    from api_client.client import Job
+    from api_client.job import Job
 
 
 def hardware_of(info: Mapping[str, Any]) -> str:
