@@ -54,6 +54,10 @@ class CollectionsMixin:
         """Size, model version, active index version and pending delta of a collection (``UnknownCollection``)."""
         return self._run(lambda conn: collections_store.describe(conn=conn, name=check_collection_name(name)))
 
+    def _brief(self, name: str) -> dict:
+        """The collection's id, model and dtype, or ``UnknownCollection``: checked before any job is queued."""
+        return self._run(lambda conn: collections_store.brief(conn=conn, name=check_collection_name(name)))
+
     def collections(self) -> list[dict]:
         """Every collection, described as ``collection()`` describes one."""
         return self._run(lambda conn: collections_store.list_collections(conn=conn))
@@ -72,7 +76,7 @@ class CollectionsMixin:
         Texts go through the embedding cache (unchanged texts cost nothing); an
         id that exists gets the new text and metadata.
         """
-        info = self.collection(name)
+        info = self._brief(name)
         raw = {
             "collection": name,
             "documents": [dict(doc) if isinstance(doc, Mapping) else doc for doc in documents]
@@ -84,7 +88,7 @@ class CollectionsMixin:
 
     def delete(self, name: str, ids: Sequence[str], *, idempotency_key: str | None = None) -> Job:
         """Delete documents by id; they leave search results as soon as the job succeeded."""
-        info = self.collection(name)
+        info = self._brief(name)
         raw = {"collection": name, "ids": list(ids) if isinstance(ids, list | tuple) else ids}
         return self._submit(JobKind.DELETE, raw, idempotency_key=idempotency_key, lane=None, hardware=hardware_of(info))
 
@@ -97,7 +101,7 @@ class CollectionsMixin:
         idempotency_key: str | None = None,
     ) -> Job:
         """Build a FAISS index of the collection (``flat``, ``hnsw``, ``ivf``, or ``auto`` by size); make it active."""
-        info = self.collection(name)
+        info = self._brief(name)
         raw = {"collection": name, "kind": kind, "params": dict(params) if params is not None else None}
         return self._submit(
             JobKind.BUILD_INDEX, raw, idempotency_key=idempotency_key, lane=None, hardware=hardware_of(info)
@@ -124,7 +128,7 @@ class CollectionsMixin:
         ``rerank`` names a registered cross-encoder that rescores the best ``rerank_top`` hits of each query:
         a hit's ``score`` is then the cross-encoder's, and ``retrieval_score`` the index's.
         """
-        info = self.collection(name)
+        info = self._brief(name)
         if rerank is not None:
             self._check_cross_encoder(rerank)  # type: ignore[attr-defined]
         raw = {
@@ -157,7 +161,7 @@ class CollectionsMixin:
         active only if its recall@10 against exact search, on a sample of the
         collection's own documents as queries, is at least ``min_recall``.
         """
-        info = self.collection(name)
+        info = self._brief(name)
         raw = {
             "collection": name,
             "model": model,

@@ -76,13 +76,28 @@ def describe(*, conn: psycopg.Connection, name: str) -> dict[str, Any]:
     """Size, model version, active index version and pending delta of one collection."""
     row = conn.execute(_DESCRIBE + " WHERE c.name = %s", (name,)).fetchone()
     if row is None:
-        known = [r[0] for r in conn.execute("SELECT name FROM collections ORDER BY name LIMIT 20").fetchall()]
-        raise UnknownCollection(
-            f"collection: no collection {name!r} (collections: {', '.join(known) or 'none'}); "
-            "create it with create_collection",
-            detail={"field": "collection", "collection": name},
-        )
+        raise _unknown(conn, name)
     return _describe(row)
+
+
+def brief(*, conn: psycopg.Connection, name: str) -> dict[str, Any]:
+    """What submitting a job needs of a collection (id, model, dtype): one indexed read, no counting."""
+    row = conn.execute(
+        "SELECT c.id, c.model, m.dtype FROM collections c LEFT JOIN models m ON m.id = c.model_id WHERE c.name = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        raise _unknown(conn, name)
+    return {"id": row[0], "name": name, "model": row[1], "dtype": row[2]}
+
+
+def _unknown(conn: psycopg.Connection, name: str) -> UnknownCollection:
+    known = [r[0] for r in conn.execute("SELECT name FROM collections ORDER BY name LIMIT 20").fetchall()]
+    return UnknownCollection(
+        f"collection: no collection {name!r} (collections: {', '.join(known) or 'none'}); "
+        "create it with create_collection",
+        detail={"field": "collection", "collection": name},
+    )
 
 
 def list_collections(*, conn: psycopg.Connection) -> list[dict[str, Any]]:
