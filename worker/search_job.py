@@ -83,7 +83,7 @@ def _candidates(
     index_hits = None
     if index is not None and index.index.ntotal:
         fetch = min(k + len(stale), int(index.index.ntotal))
-        index_hits = index_core.search(index.index, queries, fetch, params=index.params)
+        index_hits = index_core.search(index.index, queries, fetch)  # its efSearch / nprobe are saved with it
     delta_ids, delta_vectors = delta.live()
     delta_hits = index_core.exact_search(delta_vectors, queries, min(k, len(delta_ids))) if delta_ids else None
     return merge(
