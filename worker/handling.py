@@ -113,8 +113,10 @@ def accept(rt: Runtime, task: Task, spec: Kind, args: tuple[Any, ...], kwargs: d
 def handle(task: Task, kind: JobKind, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict:
     """Accept, claim and run one message; map failures to fail, release-and-retry, or nothing.
 
-    Returns the job's final outcome for Celery's result backend; raises
-    ``Ignore`` (the message is acked, nothing recorded) when there is none yet.
+    Returns the job's final outcome for Celery's result backend when the
+    message carried its request inline (a plain Celery client's); raises
+    ``Ignore`` (the message is acked, nothing recorded) otherwise, or when
+    there is no final outcome yet.
     """
     rt = runtime()
     spec = KINDS[kind]
@@ -144,12 +146,20 @@ def handle(task: Task, kind: JobKind, runner: Runner, args: tuple[Any, ...], kwa
             _run(task, rt, claim, runner)
             if claim.parent_id is not None:
                 _after_chunk(task, rt, claim.parent_id)
+        if not _inline(args, kwargs):
+            # Our client and the sweeper send job ids and read PostgreSQL: no outcome to record for them.
+            raise Ignore()
         result = outcome(rt, job_id)
     if result is None or result["status"] not in TERMINAL:
         # Nothing final to record (a duplicate delivery, a parent whose chunks run, a retry to come):
         # Celery's result backend keeps the first final outcome it is given, so give it none yet.
         raise Ignore()
     return result
+
+
+def _inline(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether the message carries its request: a plain Celery client's, the one that reads outcomes."""
+    return not args and set(kwargs) == {"request"}
 
 
 def _after_chunk(task: Task, rt: Runtime, parent_id: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +102,8 @@ def create_job(
     job_id = job_id or str(uuid.uuid4())
     digest = request_digest(request)
     chunked = bool(chunks) and len(chunks or ()) > 1
-    with conn.transaction():
+    # One statement for a whole job (no transaction round trips); parent and chunks commit together.
+    with conn.transaction() if chunked else nullcontext():
         row = conn.execute(
             f"INSERT INTO jobs (id, kind, status, queue, request, request_sha256, progress_total, max_attempts, "
             f"idempotency_key, sent_at, chunks, finalize) "
