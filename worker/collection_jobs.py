@@ -16,17 +16,10 @@ from typing import Any
 from api_client.schemas import Limits
 from api_client.schemas_collections import parse_delete_request, parse_upsert_request
 from worker.cache import commit, ensure_cached
-from worker.lease import JobStopped
+from worker.lease import finish
 from worker.runtime import Runtime
 from worker.store import collections as collections_store
-from worker.store import jobs as jobs_store
 from worker.store.jobs import Claim
-
-
-def finish(rt: Runtime, claim: Claim, summary: dict[str, Any], total: int) -> None:
-    """Set the job succeeded under its claim (inside the caller's transaction), or stop it."""
-    if not jobs_store.finish_job(conn=rt.conn, claim=claim, result=summary, total=total):
-        raise JobStopped(claim.job_id, jobs_store.status_of(conn=rt.conn, job_id=claim.job_id))
 
 
 def run_upsert(rt: Runtime, claim: Claim) -> dict[str, Any]:
@@ -56,7 +49,7 @@ def run_upsert(rt: Runtime, claim: Claim) -> dict[str, Any]:
             documents=request.documents,
             keys=lookup.keys,
         )
-        finish(rt, claim, summary, total)
+        finish(rt.conn, claim, summary, total)
 
     commit(rt.conn, write)
     return summary
@@ -71,7 +64,7 @@ def run_delete(rt: Runtime, claim: Claim) -> dict[str, Any]:
         summary["deleted"] = collections_store.delete_documents(
             conn=rt.conn, collection_id=collection.id, ids=request.ids
         )
-        finish(rt, claim, summary, len(request.ids))
+        finish(rt.conn, claim, summary, len(request.ids))
 
     commit(rt.conn, write)
     return summary

@@ -17,10 +17,9 @@ from api_client.texts import text_sha256
 from tasks import calibration
 from tasks.models import LoadedModel
 from worker.cache import Lookup, Pending, commit, encode_missing, flush
-from worker.lease import JobStopped, Progress
+from worker.lease import Progress, finish
 from worker.runtime import Runtime
 from worker.store import embeddings as embeddings_store
-from worker.store import jobs as jobs_store
 from worker.store import models as models_store
 from worker.store.jobs import Claim
 
@@ -95,13 +94,12 @@ def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
         "prompt": prompt,
     }
 
-    def finish(skip_existing: bool) -> None:
+    def write(skip_existing: bool) -> None:
         pending.write(rt.conn, skip_existing=skip_existing)
         embeddings_store.write_outputs(
             conn=rt.conn, job_id=claim.output_id, model_id=model_id, keys=lookup.keys, offset=claim.item_offset
         )
-        if not jobs_store.finish_job(conn=rt.conn, claim=claim, result=summary, total=total):
-            raise JobStopped(claim.job_id, jobs_store.status_of(conn=rt.conn, job_id=claim.job_id))
+        finish(rt.conn, claim, summary, total)
 
-    commit(rt.conn, finish)
+    commit(rt.conn, write)
     return summary

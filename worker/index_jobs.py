@@ -35,8 +35,7 @@ from tasks import index as index_core
 from tasks.artifacts import remove_stale_temps, write_artifact
 from tasks.models import LoadedModel
 from worker.cache import commit, ensure_cached
-from worker.collection_jobs import finish
-from worker.lease import Progress
+from worker.lease import Progress, finish
 from worker.runtime import Runtime
 from worker.store import collections as collections_store
 from worker.store.collections import Collection, Snapshot, StillMissing
@@ -185,7 +184,7 @@ def _activate(rt: Runtime, claim: Claim, collection: Collection, built: Built, s
         max_seq=built.snapshot.max_seq,
         metrics={},
     )
-    finish(rt, claim, summary, len(built.snapshot.ids))
+    finish(rt.conn, claim, summary, len(built.snapshot.ids))
 
 
 def gate(built: Built, *, sample: int = GATE_SAMPLE, k: int = GATE_K) -> float:
@@ -280,7 +279,7 @@ def run_reindex(rt: Runtime, claim: Claim) -> dict[str, Any]:
                 metrics=metrics,
                 model=(target, model_id),
             )
-            finish(rt, claim, summary, progress.total)
+            finish(rt.conn, claim, summary, progress.total)
 
         for _ in range(RETRIES):
             try:
@@ -309,5 +308,5 @@ def _reindex_chunk(
         "cached": len(lookup.unique) - len(lookup.missing),
         "encoded": len(lookup.missing),
     }
-    commit(rt.conn, lambda _skip: finish(rt, claim, summary, len(texts)))
+    commit(rt.conn, lambda _skip: finish(rt.conn, claim, summary, len(texts)))
     return summary

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 
@@ -127,3 +128,9 @@ class Progress:
         )
         if status is not None:
             raise JobStopped(self.claim.job_id, status)
+
+
+def finish(conn: psycopg.Connection, claim: Claim, summary: dict[str, Any], total: int) -> None:
+    """Set the job succeeded under its claim (inside the transaction that wrote its outputs), or stop it."""
+    if not jobs_store.finish_job(conn=conn, claim=claim, result=summary, total=total):
+        raise JobStopped(claim.job_id, jobs_store.status_of(conn=conn, job_id=claim.job_id))

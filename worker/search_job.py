@@ -24,8 +24,8 @@ from tasks.encode import encode
 from tasks.rerank import rerank
 from tasks.search import merge
 from worker.cache import commit
-from worker.collection_jobs import finish
 from worker.indexes import Delta, LoadedIndex
+from worker.lease import finish
 from worker.runtime import Runtime
 from worker.store import collections as collections_store
 from worker.store.collections import Collection
@@ -57,7 +57,7 @@ def run_search(rt: Runtime, claim: Claim) -> dict[str, Any]:
 
     def write(_skip_existing: bool) -> None:
         collections_store.write_hits(conn=rt.conn, job_id=claim.job_id, hits=hits)
-        finish(rt, claim, summary, len(request.queries))
+        finish(rt.conn, claim, summary, len(request.queries))
 
     commit(rt.conn, write)
     return summary

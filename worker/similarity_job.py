@@ -10,10 +10,9 @@ from api_client.schemas import Limits
 from api_client.schemas_similarity import parse_paraphrases_request, parse_similarity_request
 from tasks import similarity
 from worker.cache import Lookup, cached_vectors, commit
-from worker.lease import JobStopped
+from worker.lease import finish
 from worker.runtime import Runtime
 from worker.store import arrays as arrays_store
-from worker.store import jobs as jobs_store
 from worker.store.jobs import Claim
 
 
@@ -30,12 +29,11 @@ def _vectors(rt: Runtime, claim: Claim, model_name: str, texts: list[str], batch
 def _store(rt: Runtime, claim: Claim, arrays: dict[str, np.ndarray], summary: dict[str, Any], total: int) -> None:
     """The arrays and the final state, in one transaction fenced by the claim."""
 
-    def finish(_skip_existing: bool) -> None:
+    def write(_skip_existing: bool) -> None:
         arrays_store.write_arrays(conn=rt.conn, job_id=claim.job_id, arrays=arrays)
-        if not jobs_store.finish_job(conn=rt.conn, claim=claim, result=summary, total=total):
-            raise JobStopped(claim.job_id, jobs_store.status_of(conn=rt.conn, job_id=claim.job_id))
+        finish(rt.conn, claim, summary, total)
 
-    commit(rt.conn, finish)
+    commit(rt.conn, write)
 
 
 def _summary(lookup: Lookup, model: Any, model_id: int, request: Any) -> dict[str, Any]:
