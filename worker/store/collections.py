@@ -128,12 +128,11 @@ def snapshot(*, conn: psycopg.Connection, collection_id: int, model_id: int) -> 
 
     Writers of a collection's documents hold its row ``FOR UPDATE``; holding it
     ``FOR SHARE`` here keeps them out while the three reads run, so they agree.
-    Raises ``StillMissing`` when a live document has no vector under ``model_id``.
+    Raises ``StillMissing`` when a live document has no vector under ``model_id``
+    (the join then returns fewer vectors than there are documents).
     """
     with conn.transaction():
         conn.execute("SELECT 1 FROM collections WHERE id = %s FOR SHARE", (collection_id,))
-        if missing_vectors(conn=conn, collection_id=collection_id, model_id=model_id, limit=1):
-            raise StillMissing(collection_id)
         head = conn.execute("SELECT coalesce(max(seq), 0) FROM documents WHERE collection_id = %s", (collection_id,))
         max_seq = int(head.fetchone()[0])  # type: ignore[index]
         rows = conn.execute(
@@ -147,6 +146,8 @@ def snapshot(*, conn: psycopg.Connection, collection_id: int, model_id: int) -> 
             "WHERE d.collection_id = %s AND NOT d.deleted ORDER BY d.seq",
             (model_id, collection_id),
         )
+    if len(vectors) != len(rows):
+        raise StillMissing(collection_id)
     return Snapshot([row[0] for row in rows], np.array([row[1] for row in rows], dtype=np.int64), vectors, max_seq)
 
 
