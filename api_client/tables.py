@@ -198,3 +198,41 @@ search_results = sa.Table(
     sa.Column("item", sa.Integer, primary_key=True),
     sa.Column("hits", JSONB, nullable=False),
 )
+
+classifiers = sa.Table(
+    "classifiers",
+    metadata,
+    sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("active_version", sa.Integer),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+classifier_versions = sa.Table(
+    "classifier_versions",
+    metadata,
+    sa.Column("classifier_id", sa.Integer, sa.ForeignKey("classifiers.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("method", sa.Text, nullable=False),
+    sa.Column("labels", JSONB, nullable=False),
+    sa.Column("params", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("metrics", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("threshold", sa.Float),
+    sa.Column("fingerprint", sa.Text),
+    sa.Column("parent_version", sa.Integer),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id")),
+    sa.Column("artifact_path", sa.Text),
+    sa.Column("sha256", sa.Text),
+    sa.Column("job_id", UUID(as_uuid=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)
+
+item_results = sa.Table(
+    "item_results",
+    metadata,
+    sa.Column("job_id", UUID(as_uuid=True), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("item", sa.Integer, primary_key=True),
+    sa.Column("output", JSONB, nullable=False),
+)
