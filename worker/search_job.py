@@ -36,6 +36,18 @@ Ranked = list[list[tuple[str, float]]]
 
 def run_search(rt: Runtime, claim: Claim) -> dict[str, Any]:
     request = parse_search_request(claim.request, Limits.of(rt.settings))
+    hits, summary = search(rt, request)
+
+    def write(_skip_existing: bool) -> None:
+        collections_store.write_hits(conn=rt.conn, job_id=claim.job_id, hits=hits)
+        finish(rt.conn, claim, summary, len(request.queries))
+
+    commit(rt.conn, write)
+    return summary
+
+
+def search(rt: Runtime, request: SearchRequest) -> tuple[list[list[dict[str, Any]]], dict[str, Any]]:
+    """The hits of each query (best first) and the summary of the search; nothing written."""
     collection = collections_store.get_collection(conn=rt.conn, name=request.collection)
     ranked: Ranked = [[] for _ in request.queries]
     if collection.model_id is not None:
@@ -54,13 +66,7 @@ def run_search(rt: Runtime, claim: Claim) -> dict[str, Any]:
         "model_id": collection.model_id,
         "hits": sum(len(query_hits) for query_hits in hits),
     }
-
-    def write(_skip_existing: bool) -> None:
-        collections_store.write_hits(conn=rt.conn, job_id=claim.job_id, hits=hits)
-        finish(rt.conn, claim, summary, len(request.queries))
-
-    commit(rt.conn, write)
-    return summary
+    return hits, summary
 
 
 def _encode_queries(rt: Runtime, collection: Collection, request: SearchRequest) -> np.ndarray:
