@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from api_client import catalog, submit
 from api_client.backoff import compute_backoff
 from api_client.celery_conf import producer_app, thresholds
+from api_client.classifiers import ClassifiersMixin
 from api_client.collections import CollectionsMixin
 from api_client.db import libpq_url
 from api_client.errors import (
@@ -45,7 +46,7 @@ RECHECK_SECONDS = 5.0
 """Even without a notification, a waiter re-reads its job this often."""
 
 
-class EmbedQ(CollectionsMixin):
+class EmbedQ(CollectionsMixin, ClassifiersMixin):
     """Client of one embedq service (a broker URL and a database URL)."""
 
     def __init__(self, settings: Settings) -> None:

@@ -14,6 +14,7 @@ job's ``Job.result()`` raises what the worker raised::
      │    ├── NotConfigured              no server URLs in the environment or env file
      │    ├── UnknownModel               no such model, or it cannot be loaded
      │    ├── UnknownCollection          no collection of that name
+     │    ├── UnknownClassifier          no classifier (or classifier version) of that name
      │    ├── ModelMismatch              vectors of another model version than the collection's
      │    ├── ArtifactCorrupt            a file on disk does not match its manifest's sha256
      │    ├── GateFailed                 a reindex's new index missed its recall gate
@@ -95,6 +96,10 @@ class UnknownModel(PermanentError):
 
 class UnknownCollection(PermanentError):
     """No collection has this name."""
+
+
+class UnknownClassifier(PermanentError):
+    """No classifier has this name, or it has no such version (or no version yet)."""
 
 
 class ModelMismatch(PermanentError):

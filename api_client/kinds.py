@@ -23,6 +23,12 @@ from api_client import results
 from api_client.errors import BadRequest
 from api_client.routing import Thresholds, route
 from api_client.schemas import JobInfo, Limits, parse_encode_request
+from api_client.schemas_classifiers import (
+    parse_classify_request,
+    parse_fine_tune_request,
+    parse_train_request,
+    parse_triage_request,
+)
 from api_client.schemas_collections import (
     parse_build_request,
     parse_delete_request,
@@ -48,6 +54,11 @@ def split_reindex(conn: psycopg.Connection, request: dict[str, Any], size: int) 
         Chunk({**request, "id_from": start, "id_to": stop}, min(size, collection["size"] - i * size), i * size)
         for i, (start, stop) in enumerate(zip(starts, bounds, strict=True))
     ]
+
+
+TRAINING_TIME_LIMITS = (3600, 3720)
+"""(soft, hard) seconds of one training or fine-tuning task: SetFit on Banking77 at 8 examples per class
+takes about 200 s on 2 CPU cores; a task past the soft limit stops between steps and is retried."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +184,43 @@ KINDS: dict[JobKind, Kind] = {
         lane="batch",
         split=split_reindex,
         finalize=True,
+    ),
+    JobKind.TRAIN_CLASSIFIER: Kind(
+        kind=JobKind.TRAIN_CLASSIFIER,
+        task_name="embedq.train_classifier",
+        parse=parse_train_request,
+        text_fields=("texts",),
+        read_result=results.read_summary,
+        output="classifier_versions (the summary is the report and names the version)",
+        lane="batch",
+        time_limits=TRAINING_TIME_LIMITS,
+    ),
+    JobKind.CLASSIFY: Kind(
+        kind=JobKind.CLASSIFY,
+        task_name="embedq.classify",
+        parse=parse_classify_request,
+        text_fields=("texts",),
+        read_result=results.read_predictions,
+        output="item_results: one prediction (jsonb) by item (text)",
+    ),
+    JobKind.TRIAGE: Kind(
+        kind=JobKind.TRIAGE,
+        task_name="embedq.triage",
+        parse=parse_triage_request,
+        text_fields=("texts",),
+        read_result=results.read_triage,
+        output="item_results: {category, similar, duplicates} (jsonb) by item (text)",
+        lane="interactive",
+    ),
+    JobKind.FINE_TUNE: Kind(
+        kind=JobKind.FINE_TUNE,
+        task_name="embedq.fine_tune",
+        parse=parse_fine_tune_request,
+        text_fields=(),
+        read_result=results.read_summary,
+        output="models (a registered version; the summary names it with its evaluation before and after)",
+        lane="batch",
+        time_limits=TRAINING_TIME_LIMITS,
     ),
 }
 

@@ -52,3 +52,19 @@ def read_hits(conn: psycopg.Connection, info: JobInfo) -> list[list[dict[str, An
     """A search job's hits: one list per query, best first, each ``{"id", "score", "text"?, "metadata"?}``."""
     rows = conn.execute("SELECT hits FROM search_results WHERE job_id = %s ORDER BY item", (info.id,)).fetchall()
     return [row[0] for row in rows]
+
+
+def _prediction(output: dict[str, Any]) -> dict[str, Any]:
+    return {**output, "top": [(label, score) for label, score in output["top"]]}
+
+
+def read_predictions(conn: psycopg.Connection, info: JobInfo) -> list[dict[str, Any]]:
+    """A classify job's predictions, one per text: ``{"label", "score", "top": [(label, score)], "abstained"}``."""
+    rows = conn.execute("SELECT output FROM item_results WHERE job_id = %s ORDER BY item", (info.id,)).fetchall()
+    return [_prediction(row[0]) for row in rows]
+
+
+def read_triage(conn: psycopg.Connection, info: JobInfo) -> list[dict[str, Any]]:
+    """A triage job's records, one per text: ``{"category", "similar", "duplicates"}``."""
+    rows = conn.execute("SELECT output FROM item_results WHERE job_id = %s ORDER BY item", (info.id,)).fetchall()
+    return [{**row[0], "category": _prediction(row[0]["category"])} for row in rows]

@@ -38,6 +38,10 @@ class JobKind(StrEnum):
     BUILD_INDEX = "build_index"
     SEARCH = "search"
     REINDEX = "reindex"
+    TRAIN_CLASSIFIER = "train_classifier"
+    CLASSIFY = "classify"
+    TRIAGE = "triage"
+    FINE_TUNE = "fine_tune"
 
 
 NOTIFY_CHANNEL = "embedq_jobs"

@@ -206,6 +206,7 @@ classifiers = sa.Table(
     sa.Column("name", sa.Text, nullable=False, unique=True),
     sa.Column("model", sa.Text, nullable=False),
     sa.Column("active_version", sa.Integer),
+    sa.Column("history", ARRAY(sa.Integer), nullable=False, server_default=sa.text("'{}'::integer[]")),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
 )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from api_client.states import JobKind
+from worker.classifier_jobs import run_classify, run_train
 from worker.collection_jobs import run_delete, run_upsert
 from worker.encode_job import run_encode
+from worker.finetune_job import run_fine_tune
 from worker.handling import Runner
 from worker.index_jobs import run_build, run_reindex
 from worker.search_job import run_search
 from worker.similarity_job import run_paraphrases, run_similarity
+from worker.triage_job import run_triage
 
 RUNNERS: dict[JobKind, Runner] = {
     JobKind.ENCODE: run_encode,
@@ -19,4 +22,8 @@ RUNNERS: dict[JobKind, Runner] = {
     JobKind.BUILD_INDEX: run_build,
     JobKind.SEARCH: run_search,
     JobKind.REINDEX: run_reindex,
+    JobKind.TRAIN_CLASSIFIER: run_train,
+    JobKind.CLASSIFY: run_classify,
+    JobKind.TRIAGE: run_triage,
+    JobKind.FINE_TUNE: run_fine_tune,
 }

@@ -1,6 +1,7 @@
 """Classifiers, their versions, and per-item JSON outputs of classify and triage jobs.
 
-- ``classifiers``: a named classifier over one embedding model, with its active version.
+- ``classifiers``: a named classifier over one embedding model, with its active version and the
+  versions active before it (``history``, most recent last: what a rollback returns to).
 - ``classifier_versions``: each trained (or zero-shot) version: method, labels, parameters,
   held-out metrics, abstention threshold, fingerprint of its training data, its parent version
   and, for trained heads, the artifact folder (manifest + sha256) holding its parameters.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 revision = "0004"
 down_revision = "0003"
@@ -32,6 +33,7 @@ def upgrade() -> None:
         sa.Column("name", sa.Text, nullable=False, unique=True),
         sa.Column("model", sa.Text, nullable=False),
         sa.Column("active_version", sa.Integer),
+        sa.Column("history", ARRAY(sa.Integer), nullable=False, server_default=sa.text("'{}'::integer[]")),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     )

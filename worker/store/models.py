@@ -75,3 +75,13 @@ def put_ranges(
     stored = get_ranges(conn=conn, model_id=model_id, dimension=dimension, normalized=normalized)
     assert stored is not None
     return stored
+
+
+def set_lineage(
+    *, conn: psycopg.Connection, model_id: int, parent_id: int, metrics: dict[str, Any], config: dict[str, Any]
+) -> None:
+    """Record where a trained model version comes from: its parent version, its evaluation, how it was trained."""
+    conn.execute(
+        "UPDATE models SET parent_id = %s, metrics = metrics || %s, config = config || %s WHERE id = %s",
+        (parent_id, Jsonb(metrics), Jsonb(config), model_id),
+    )

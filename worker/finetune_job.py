@@ -1,0 +1,93 @@
+"""Running a fine-tune job: train, store the model as an artifact, register it as a new model version.
+
+The trained model is written into an artifact folder named by job and attempt
+(``models/<job id>/attempt-<n>/model``, safetensors, manifest with sha256), so a
+killed attempt leaves nothing the next one can mistake for its own. The
+``models`` row (registered under the request's name, with the base model
+version as its parent and the evaluations before and after as its metrics) and
+the job's success are one transaction: from then on encode, similarity,
+collections and classifiers resolve the name to the new version.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from api_client.schemas import Limits
+from api_client.schemas_classifiers import parse_fine_tune_request
+from tasks.artifacts import write_artifact
+from worker.cache import commit
+from worker.classifier_jobs import clear_attempts, model_path
+from worker.lease import finish
+from worker.runtime import Runtime, record_model
+from worker.store import models as models_store
+from worker.store.jobs import Claim
+
+MODEL = "model"
+"""The sentence-transformers folder inside a fine-tune's artifact."""
+
+
+def run_fine_tune(rt: Runtime, claim: Claim) -> dict[str, Any]:
+    from tasks import finetune
+
+    request = parse_fine_tune_request(claim.request, Limits.of(rt.settings))
+    base, base_id = rt.model(request.model)
+    base_path = model_path(rt, request.model)
+    root = rt.settings.artifacts
+    clear_attempts(root, "models", claim.job_id)
+    progress = rt.progress(claim, total=1, done=0)
+
+    def on_step(done: int, total: int) -> None:
+        progress.total = total
+        progress.beat(done)
+
+    trained: dict[str, Any] = {}
+
+    def write(tmp: Path) -> None:
+        trained.update(
+            finetune.fine_tune(
+                base_path,
+                [tuple(pair) for pair in request.pairs],
+                loss=request.loss,
+                out_dir=tmp / MODEL,
+                eval_pairs=[tuple(pair) for pair in request.eval_pairs] if request.eval_pairs else None,
+                matryoshka_dims=request.matryoshka_dims,
+                params=request.params,
+                seed=request.seed,
+                on_step=on_step,
+                device="cuda" if rt.hardware == "gpu" else "cpu",
+            )
+        )
+
+    meta = {"model": request.name, "base": request.model, "base_sha256": base.sha256, "job_id": claim.job_id}
+    artifact = write_artifact(root, "models", claim.job_id, f"attempt-{claim.attempt}", write, meta)
+    path = artifact / MODEL
+    loaded = rt.registry.load(request.name, path)
+    summary: dict[str, Any] = {}
+
+    def store(_skip_existing: bool) -> None:
+        row = record_model(rt.conn, request.name, path, loaded, dtype=rt.dtype, source="fine-tune", register=True)
+        metrics = {key: trained.get(key) for key in ("before", "after", "after_by_dim") if key in trained}
+        models_store.set_lineage(
+            conn=rt.conn,
+            model_id=row.id,
+            parent_id=base_id,
+            metrics=metrics,
+            config={"fine_tune": {key: value for key, value in trained.items() if key not in metrics}},
+        )
+        summary.update(
+            {
+                "model": request.name,
+                "model_id": row.id,
+                "model_version": loaded.sha256[:12],
+                "base": request.model,
+                "base_model_id": base_id,
+                "artifact_path": str(path),
+                **trained,
+            }
+        )
+        finish(rt.conn, claim, summary, progress.total)
+
+    commit(rt.conn, store)
+    return summary
