@@ -107,6 +107,16 @@ def _banking_sample() -> tuple[str, ...]:
         return tuple(row["text"] for row in csv.DictReader(handle))
 
 
+BANKING_LABELLED = TEST_DATA / "banking77_labelled_sample.csv"
+
+
+@cache
+def banking_labelled() -> tuple[tuple[str, str], ...]:
+    """200 labelled support-desk texts, ``(text, label)``: 25 of each of 8 Banking77 intents (tests/data/SOURCE.md)."""
+    with BANKING_LABELLED.open(newline="") as handle:
+        return tuple((row["text"], row["label"]) for row in csv.DictReader(handle))
+
+
 def banking_texts(n: int, offset: int = 0) -> list[str]:
     """``n`` distinct real support-desk texts (Banking77 train, from ``tests/data``; see its SOURCE.md)."""
     texts = _banking_sample()
