@@ -26,7 +26,7 @@ from api_client.store.classifiers import Version
 from tasks import classifiers as core
 from tasks.artifacts import folder_sha256, remove_stale_temps, write_artifact
 from tasks.models import LoadedModel, resolve_path
-from worker.cache import cached_vectors, commit
+from worker.cache import Lookup, cached_vectors, commit
 from worker.classifier_heads import BODY, Heads, setfit_body
 from worker.lease import Progress, finish
 from worker.runtime import Runtime
@@ -41,12 +41,18 @@ def embed(
     rt: Runtime, model: LoadedModel, model_id: int, texts: list[str], *, batch_size: int, progress: Progress | None
 ) -> np.ndarray:
     """L2-normalized vectors of ``texts`` through the embedding cache, in order."""
-    vectors, _ = cached_vectors(
+    return _embed(rt, model, model_id, texts, batch_size=batch_size, progress=progress)[0]
+
+
+def _embed(
+    rt: Runtime, model: LoadedModel, model_id: int, texts: list[str], *, batch_size: int, progress: Progress | None
+) -> tuple[np.ndarray, Lookup]:
+    vectors, lookup = cached_vectors(
         rt, model=model, model_id=model_id, texts=texts, batch_size=batch_size, progress=progress or _Uncounted()
     )
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms == 0, 1, norms)
+    return vectors / np.where(norms == 0, 1, norms), lookup
 
 
 class _Uncounted:
@@ -155,6 +161,8 @@ def run_train(rt: Runtime, claim: Claim) -> dict[str, Any]:
                 "method": request.method,
                 "params": params,
                 "compared_with": {"version": locked[1], "macro_f1": rival} if locked[1] is not None else None,
+                "cached": trained.get("cached"),
+                "encoded": trained.get("encoded"),
                 **metrics,
             }
         )
@@ -182,7 +190,7 @@ def clear_attempts(root: Path, kind: str, job_id: str) -> None:
 def _train_head(rt: Runtime, claim: Claim, request: TrainRequest, model_name: str, train: np.ndarray) -> dict[str, Any]:
     model, model_id = rt.model(model_name)
     progress = rt.progress(claim, total=len(request.texts), done=0)
-    vectors = embed(rt, model, model_id, request.texts, batch_size=request.batch_size, progress=progress)
+    vectors, lookup = _embed(rt, model, model_id, request.texts, batch_size=request.batch_size, progress=progress)
     head = core.fit_head(
         request.method,
         vectors[train],
@@ -190,7 +198,14 @@ def _train_head(rt: Runtime, claim: Claim, request: TrainRequest, model_name: st
         seed=request.seed,
         params=request.params,
     )
-    return {"head": head, "model": model, "model_id": model_id}
+    encoded = len(lookup.missing)
+    return {
+        "head": head,
+        "model": model,
+        "model_id": model_id,
+        "cached": len(lookup.unique) - encoded,
+        "encoded": encoded,
+    }
 
 
 def _train_setfit(
@@ -219,13 +234,17 @@ def _evaluate(head: core.Head, vectors: np.ndarray, truth: np.ndarray, request: 
     """The held-out report, with the abstention threshold chosen on it."""
     if not len(truth):
         return {"n_eval": 0, "threshold": None, "coverage": None, "answered_accuracy": None}
+    return _held_out(head, vectors, truth, request.min_answered, request.target_precision)
+
+
+def _held_out(
+    head: core.Head, vectors: np.ndarray, truth: np.ndarray, min_answered: float | None, target: float | None
+) -> dict[str, Any]:
     scores = head.scores(vectors)
     confidence = scores.max(axis=1)
     predicted = [head.labels[i] for i in scores.argmax(axis=1)]
     correct = np.array([p == t for p, t in zip(predicted, truth, strict=True)])
-    threshold = core.choose_threshold(
-        confidence, correct, min_answered=request.min_answered, target_precision=request.target_precision
-    )
+    threshold = core.choose_threshold(confidence, correct, min_answered=min_answered, target_precision=target)
     return core.report(list(truth), predicted, confidence, head.labels, threshold)
 
 
@@ -240,7 +259,4 @@ def _active_score(
     loaded = HEADS.get(rt, version)
     if not len(truth) or loaded.model_id != model_id:
         return (version.metrics or {}).get("macro_f1")
-    scores = loaded.head.scores(vectors)
-    predicted = [loaded.head.labels[i] for i in scores.argmax(axis=1)]
-    confidence = scores.max(axis=1)
-    return core.report(list(truth), predicted, confidence, loaded.head.labels, {"threshold": None})["macro_f1"]
+    return _held_out(loaded.head, vectors, truth, None, None)["macro_f1"]

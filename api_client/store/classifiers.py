@@ -71,7 +71,8 @@ def get_version(*, conn: psycopg.Connection, name: str, version: int | None = No
 
 def _unknown(conn: psycopg.Connection, name: str, version: int | None) -> UnknownClassifier:
     row = conn.execute(
-        "SELECT coalesce(array_agg(v.version ORDER BY v.version), '{}') FROM classifiers c "
+        "SELECT coalesce(array_agg(v.version ORDER BY v.version) FILTER (WHERE v.version IS NOT NULL), '{}') "
+        "FROM classifiers c "
         "LEFT JOIN classifier_versions v ON v.classifier_id = c.id WHERE c.name = %s GROUP BY c.id",
         (name,),
     ).fetchone()
@@ -88,9 +89,9 @@ def _unknown(conn: psycopg.Connection, name: str, version: int | None) -> Unknow
             f"classifier {name!r} has no version yet: train one with train_classifier()",
             detail={"classifier": name},
         )
-    wanted = f"version {version}" if version is not None else "an active version"
+    wanted = f"no version {version}" if version is not None else "no active version"
     return UnknownClassifier(
-        f"classifier {name!r} has no {wanted} (versions: {', '.join(map(str, versions))})",
+        f"classifier {name!r} has {wanted} (versions: {', '.join(map(str, versions))})",
         detail={"classifier": name, "version": version, "versions": versions},
     )
 
