@@ -21,16 +21,17 @@ from api_client.errors import (
     IdempotencyConflict,
     JobCancelled,
     JobNotFound,
+    UnknownClassifier,
     UnknownCollection,
     UnknownModel,
 )
-from worker.cli import collections, jobs, models, scores, services, status
+from worker.cli import classifiers, collections, fine_tuning, jobs, models, scores, services, status
 from worker.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
 
-COMMAND_GROUPS = (services, jobs, scores, collections, models, status)
+COMMAND_GROUPS = (services, jobs, scores, collections, classifiers, fine_tuning, models, status)
 """Modules with a ``register(sub)`` that adds their commands."""
 
-INPUT_ERRORS = (BadRequest, UnknownModel, UnknownCollection, JobNotFound, IdempotencyConflict)
+INPUT_ERRORS = (BadRequest, UnknownModel, UnknownCollection, UnknownClassifier, JobNotFound, IdempotencyConflict)
 """Errors caused by what the caller asked for: exit status 2, like a usage error."""
 
 DESCRIPTION = """\
