@@ -52,6 +52,10 @@ class Settings(BaseModel):
     max_attempts: int = Field(3, ge=1)
     flush_every: int = Field(2048, ge=1)
 
+    # Tokens in one forward pass (texts times the longest one's tokens, padding included): a batch
+    # over it is split. 0: the hardware class's measured default (worker/cache.py: TOKEN_BUDGETS).
+    token_budget: int = Field(0, ge=0)
+
     # Celery: soft < hard time limit < broker visibility timeout. The hard
     # limit stays under RabbitMQ's default 30-minute consumer_timeout.
     soft_time_limit: int = Field(1500, ge=1)

@@ -65,7 +65,7 @@ def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
     lookup = Lookup(rt, model_id=model_id, texts=request.texts, prompt=prompt)
     progress = rt.progress(claim, total=total, done=lookup.done)
     pending = Pending(model_id)
-    encode_missing(
+    stats = encode_missing(
         rt,
         model=model,
         pending=pending,
@@ -92,6 +92,7 @@ def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
         "truncate_dim": request.truncate_dim,
         "precision": request.precision,
         "prompt": prompt,
+        **stats.summary(),
     }
 
     def write(skip_existing: bool) -> None:
