@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from api_client.backends import Backend
 from api_client.catalog import canonical_name
 from api_client.errors import BadRequest, LimitExceeded
 from api_client.states import JobKind, JobStatus
@@ -60,6 +61,8 @@ class EncodeOptions(BaseModel):
     truncate_dim: int | None = Field(None, ge=1)
     prompt_name: str | None = Field(None, min_length=1)
     prompt: str | None = Field(None, min_length=1)
+    backend: Backend | None = None
+    """What computes the vectors (``torch`` for exactly the library's floats); ``None``: the worker's setting."""
 
 
 class EncodeRequest(EncodeOptions):

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api_client.backends import Backend
 from api_client.errors import BadRequest, LimitExceeded
 from api_client.schemas import DEFAULT_MODEL, Limits, check_batch_size, check_model_name, check_texts, parse_options
 
@@ -48,6 +49,8 @@ class CollectionOptions(_Options):
 
 class UpsertOptions(_Options):
     batch_size: int = Field(32, ge=1)
+    backend: Backend | None = None
+    """Used by the upsert that binds the collection to a model version; later ones must match that version's."""
 
 
 class UpsertRequest(UpsertOptions):
@@ -104,6 +107,8 @@ class ReindexOptions(_Options):
     params: dict[str, int] | None = None
     min_recall: float = Field(0.95, ge=0.0, le=1.0)
     batch_size: int = Field(32, ge=1)
+    backend: Backend | None = None
+    """What computes the new model version's vectors (``None``: the worker's setting)."""
     id_from: str | None = None
     """A chunk's first document id (set by the service when it splits a reindex)."""
     id_to: str | None = None
@@ -177,6 +182,7 @@ def parse_upsert_request(raw: Any, limits: Limits) -> UpsertRequest:
         collection=check_collection_name(fields["collection"]),
         documents=_check_documents(fields["documents"], limits),
         batch_size=options.batch_size,
+        backend=options.backend,
     )
 
 
@@ -262,6 +268,7 @@ def parse_reindex_request(raw: Any, limits: Limits) -> ReindexRequest:
         params=_check_params(options.params),
         min_recall=options.min_recall,
         batch_size=options.batch_size,
+        backend=options.backend,
         id_from=options.id_from,
         id_to=options.id_to,
     )

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api_client.backends import Backend
 from api_client.errors import BadRequest, LimitExceeded
 from api_client.schemas import (
     DEFAULT_MODEL,
@@ -33,6 +34,7 @@ class _ScoreOptions(BaseModel):
     model: str = Field(DEFAULT_MODEL, min_length=1, max_length=200)
     metric: Metric = "cosine"
     batch_size: int = Field(32, ge=1)
+    backend: Backend | None = None
 
 
 class SimilarityOptions(_ScoreOptions):

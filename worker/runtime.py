@@ -1,11 +1,14 @@
 """Per-process resources of a worker child: one database connection, one model registry.
 
 Created on first use inside the child (never at import, never before the
-fork), and rebuilt when the connection breaks.
+fork), and rebuilt when the connection breaks. ``Runtime.model`` also picks
+the backend each model version runs on (``worker.backends``): the request's,
+else ``EMBEDQ_BACKEND``; with ``auto`` the fastest whose gate passed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -16,19 +19,25 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from api_client.backends import requested
 from api_client.db import reopen
-from api_client.errors import UnknownModel
+from api_client.errors import ArtifactCorrupt, ModelMismatch, UnknownModel
 from api_client.settings import Settings, get_settings
 from api_client.store import models as models_read
 from api_client.store.models import ModelRow
 from tasks.models import LoadedModel, ModelRegistry, resolve_path
+from worker.backends import Backends, Choice, Target
 from worker.lease import LeaseKeeper, Progress
+from worker.store import backends as backends_store
 from worker.store import models as models_store
 from worker.store.jobs import Claim
 
 if TYPE_CHECKING:
     from tasks.rerank import CrossEncoders
     from worker.indexes import Deltas, IndexCache
+    from worker.store.collections import Collection
+
+log = logging.getLogger(__name__)
 
 ROW_TTL = 5.0
 """Seconds a model's ``models`` row is reused before it is looked up again."""
@@ -40,12 +49,13 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.hardware = settings.hardware
-        self.registry = ModelRegistry(device="cuda" if self.hardware == "gpu" else "cpu")
         self.lock = threading.RLock()
         self._conn: psycopg.Connection | None = None
         cores = len(os.sched_getaffinity(0))
         self.threads = settings.torch_threads or max(1, cores // settings.concurrency)
-        self._rows: dict[str, tuple[float, ModelRow]] = {}
+        self.registry = ModelRegistry(device="cuda" if self.hardware == "gpu" else "cpu", threads=self.threads)
+        self.backends = Backends(settings)
+        self._rows: dict[tuple[str, str], tuple[float, Target, Choice, int]] = {}
         self.current_progress: Progress | None = None
         self.keeper = LeaseKeeper(settings.require_database(), f"embedq-lease {self.name}", settings.lease_seconds)
 
@@ -115,35 +125,76 @@ class Runtime:
         """What the models compute in here: float16 on a GPU, float32 on a CPU."""
         return "float16" if self.hardware == "gpu" else "float32"
 
-    def model(self, name: str) -> tuple[LoadedModel, int]:
+    def model(self, name: str, backend: str | None = None) -> tuple[LoadedModel, int]:
         """The loaded model and its ``models`` row id (recorded on first use of each version, dtype and backend).
 
         The name resolves as the client resolves it (``models_read.resolve_model``):
         a version registered with ``embedq models add`` wins over a bundled
-        package of the same name. The row is looked up again at most every
-        ``ROW_TTL`` seconds.
+        package of the same name. ``backend`` is the request's (``None``: the
+        worker's setting); the choice and the row are looked up again at most
+        every ``ROW_TTL`` seconds, so a gate that passed meanwhile is used then.
         """
         self._set_threads()
-        cached = self._rows.get(name)
+        wanted = backend or self.settings.backend
+        if self.hardware == "gpu" and wanted == "auto":
+            wanted = "torch"
+        cached = self._rows.get((name, wanted))
         if cached is not None and time.monotonic() - cached[0] < ROW_TTL:
-            loaded = self.registry.load(name, Path(cached[1].artifact_path))
-            if loaded.sha256 == cached[1].sha256:  # else the files changed: record the new version
-                return loaded, cached[1].id
+            _, target, choice, row_id = cached
+            if self.registry.sha256(target.source) == target.sha256:  # else the files changed: a new version
+                loaded = self._load(target, choice, wanted)
+                if loaded.backend == choice.backend:  # else a corrupt artifact fell back to torch
+                    return loaded, row_id
         resolved = models_read.resolve_model(conn=self.conn, name=name)
         registered = resolved if resolved is not None and resolved.registered else None
         path = resolve_path(name, registered.artifact_path if registered is not None else None)
-        loaded = self.registry.load(name, path)
+        source = "registered" if registered is not None else "bundled"
+        target = Target(name, path, source, self.registry.sha256(path), "torch")
+        choice = self.backends.choose(self.conn, target, wanted)
+        loaded = self._load(target, choice, wanted)
         row = record_model(
             self.conn,
             name,
-            path,
+            choice.artifact if choice.artifact is not None and loaded.backend != "torch" else path,
             loaded,
             dtype=self.dtype,
-            backend=self.registry.backend,
-            source="registered" if registered is not None else "bundled",
+            backend=loaded.backend,
+            source=source,
         )
-        self._rows[name] = (time.monotonic(), row)
+        self._rows[(name, wanted)] = (time.monotonic(), target, Choice(loaded.backend, choice.artifact), row.id)
         return loaded, row.id
+
+    def _load(self, target: Target, choice: Choice, wanted: str) -> LoadedModel:
+        """Load ``choice``; under ``auto`` a corrupt artifact is rebuilt in the background while torch serves."""
+        try:
+            return self.registry.load(target.name, target.source, backend=choice.backend, artifact=choice.artifact)
+        except ArtifactCorrupt as exc:
+            self.backends.start(
+                Target(target.name, target.source, target.source_kind, target.sha256, choice.backend), exc.message
+            )
+            if wanted != "auto":
+                raise
+            log.warning("serving %s on torch while its %s files are rebuilt: %s", target.name, choice.backend, exc)
+            return self.registry.load(target.name, target.source)
+
+    def collection_model(self, collection: Collection, backend: str | None = None) -> tuple[LoadedModel, int]:
+        """The model of a collection's jobs: its bound version's backend, whatever the worker's setting.
+
+        An unbound collection takes ``backend`` (the binding upsert's, else the
+        worker's). A bound one computes with the backend of its version's row;
+        a request that names another backend gets ``ModelMismatch``.
+        """
+        if collection.model_id is None:
+            return self.model(collection.model, backend)
+        bound = backends_store.row_backend(conn=self.conn, model_id=collection.model_id)
+        if bound is None:
+            return self.model(collection.model, backend)
+        if backend not in (None, "auto") and backend != requested(bound):
+            raise ModelMismatch(
+                f"collection {collection.name!r} holds vectors of backend {bound}; a job on it cannot use {backend!r}",
+                detail={"collection": collection.name, "model_id": collection.model_id, "backend": backend},
+            )
+        return self.model(collection.model, requested(bound))
 
     def _set_threads(self) -> None:
         """Intra-op threads: ``EMBEDQ_TORCH_THREADS``, else this process's share of the usable cores.

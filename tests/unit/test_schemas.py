@@ -23,6 +23,7 @@ def test_defaults_match_sentence_transformers() -> None:
         "truncate_dim": None,
         "prompt_name": None,
         "prompt": None,
+        "backend": None,
     }
 
 
