@@ -273,12 +273,9 @@ def check_pairs(pairs: Any, loss: str, limits: Limits, field: str) -> list[list[
     """``(anchor, positive)`` pairs for MNRL, ``(text1, text2, score)`` for CoSENT, each text checked."""
     if isinstance(pairs, str) or not isinstance(pairs, list | tuple):
         raise BadRequest(f"{field}: expected a list of pairs, got {type(pairs).__name__}", detail={"field": field})
-    need = 2 if loss == "mnrl" else 1
-    if len(pairs) < need:
-        raise BadRequest(
-            f"{field}: {loss} needs at least {need} pairs (its negatives are the other pairs of a batch)",
-            detail={"field": field},
-        )
+    if len(pairs) < 2:
+        why = "its negatives are the other pairs of a batch" if loss == "mnrl" else "it learns the order of scores"
+        raise BadRequest(f"{field}: {loss} needs at least 2 pairs ({why})", detail={"field": field})
     if len(pairs) > limits.max_texts_per_job:
         raise LimitExceeded(
             f"{field}: {len(pairs):,} pairs is over the limit of {limits.max_texts_per_job:,} (max_texts_per_job)",
