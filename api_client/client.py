@@ -123,6 +123,7 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
         truncate_dim: int | None = None,
         prompt_name: str | None = None,
         prompt: str | None = None,
+        backend: str | None = None,
         idempotency_key: str | None = None,
         lane: str | None = None,
         hardware: str | None = None,
@@ -138,6 +139,9 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
         ``"batch"``) and ``hardware`` (``"cpu"`` or ``"gpu"``) override the
         router's choice; a GPU is used only while a GPU worker is alive. A job
         of more than ``chunk_size`` texts runs as chunk jobs that any worker takes.
+        ``backend`` (``"torch"``, ``"onnx"``, ``"onnx-int8"``, ``"openvino"`` or
+        ``"auto"``) picks what computes the vectors; ``"torch"`` gives exactly
+        the library's floats, and the default is the worker's ``EMBEDQ_BACKEND``.
         """
         if normalize_embeddings is not None:
             normalize = normalize or normalize_embeddings
@@ -150,6 +154,7 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
             "truncate_dim": truncate_dim,
             "prompt_name": prompt_name,
             "prompt": prompt,
+            "backend": backend,
         }
         return self._submit(JobKind.ENCODE, raw, idempotency_key=idempotency_key, lane=lane, hardware=hardware)
 
@@ -162,6 +167,7 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
         metric: str = "cosine",
         pairwise: bool = False,
         batch_size: int = 32,
+        backend: str | None = None,
         idempotency_key: str | None = None,
         lane: str | None = None,
         hardware: str | None = None,
@@ -171,7 +177,8 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
         Scores equal ``SentenceTransformer.similarity`` (``similarity_pairwise``
         with ``pairwise=True``) with ``metric`` as the model's similarity
         function: ``cosine``, ``dot``, ``euclidean`` or ``manhattan``. Texts
-        already encoded by this model version cost no forward pass.
+        already encoded by this model version cost no forward pass. ``backend``
+        is as for ``encode``.
         """
         raw = {
             "queries": _listed(queries),
@@ -180,6 +187,7 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
             "metric": metric,
             "pairwise": pairwise,
             "batch_size": batch_size,
+            "backend": backend,
         }
         return self._submit(JobKind.SIMILARITY, raw, idempotency_key=idempotency_key, lane=lane, hardware=hardware)
 
@@ -193,6 +201,7 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
         model: str = DEFAULT_MODEL,
         metric: str = "cosine",
         batch_size: int = 32,
+        backend: str | None = None,
         idempotency_key: str | None = None,
         lane: str | None = None,
         hardware: str | None = None,
@@ -211,6 +220,7 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
             "model": model,
             "metric": metric,
             "batch_size": batch_size,
+            "backend": backend,
         }
         return self._submit(JobKind.PARAPHRASES, raw, idempotency_key=idempotency_key, lane=lane, hardware=hardware)
 

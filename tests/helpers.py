@@ -33,6 +33,8 @@ FAST = {
     # Whole jobs unless a test asks for chunks (a client with a smaller EMBEDQ_CHUNK_SIZE).
     "EMBEDQ_CHUNK_SIZE": "5000",
     "EMBEDQ_MAX_CHARS_PER_TEXT": "2000",
+    # Exactly the library's floats, which many tests compare with; tests of other backends start their own worker.
+    "EMBEDQ_BACKEND": "torch",
 }
 
 

@@ -70,7 +70,7 @@ def search(rt: Runtime, request: SearchRequest) -> tuple[list[list[dict[str, Any
 
 
 def _encode_queries(rt: Runtime, collection: Collection, request: SearchRequest) -> np.ndarray:
-    model, model_id = rt.model(collection.model)
+    model, model_id = rt.collection_model(collection)
     if model_id != collection.model_id:
         raise ModelMismatch(
             f"collection {collection.name!r} holds vectors of model version {collection.model_id}; this worker "

@@ -16,12 +16,12 @@ from worker.store import arrays as arrays_store
 from worker.store.jobs import Claim
 
 
-def _vectors(rt: Runtime, claim: Claim, model_name: str, texts: list[str], batch_size: int) -> tuple[Any, ...]:
+def _vectors(rt: Runtime, claim: Claim, request: Any, texts: list[str]) -> tuple[Any, ...]:
     """``(raw vectors in order, lookup, model)`` of ``texts``, progress counted over them."""
-    model, model_id = rt.model(model_name)
+    model, model_id = rt.model(request.model, request.backend)
     progress = rt.progress(claim, total=len(texts), done=0)
     vectors, lookup = cached_vectors(
-        rt, model=model, model_id=model_id, texts=texts, batch_size=batch_size, progress=progress
+        rt, model=model, model_id=model_id, texts=texts, batch_size=request.batch_size, progress=progress
     )
     return vectors, lookup, model, model_id
 
@@ -51,7 +51,7 @@ def run_similarity(rt: Runtime, claim: Claim) -> dict[str, Any]:
     """Score queries against texts (all pairs, or pair by pair)."""
     request = parse_similarity_request(claim.request, Limits.of(rt.settings))
     texts = [*request.queries, *request.texts]
-    vectors, lookup, model, model_id = _vectors(rt, claim, request.model, texts, request.batch_size)
+    vectors, lookup, model, model_id = _vectors(rt, claim, request, texts)
     queries, others = vectors[: len(request.queries)], vectors[len(request.queries) :]
     score = similarity.similarity_pairwise if request.pairwise else similarity.similarity
     scores = np.asarray(score(queries, others, request.metric), dtype=np.float32)
@@ -63,7 +63,7 @@ def run_similarity(rt: Runtime, claim: Claim) -> dict[str, Any]:
 def run_paraphrases(rt: Runtime, claim: Claim) -> dict[str, Any]:
     """Mine the most similar pairs among the texts."""
     request = parse_paraphrases_request(claim.request, Limits.of(rt.settings))
-    vectors, lookup, model, model_id = _vectors(rt, claim, request.model, request.texts, request.batch_size)
+    vectors, lookup, model, model_id = _vectors(rt, claim, request, request.texts)
     pairs = similarity.paraphrases(
         vectors, top_k=request.top_k, threshold=request.threshold, max_pairs=request.max_pairs, metric=request.metric
     )
