@@ -178,23 +178,28 @@ class Runtime:
             return self.registry.load(target.name, target.source)
 
     def collection_model(self, collection: Collection, backend: str | None = None) -> tuple[LoadedModel, int]:
-        """The model of a collection's jobs: its bound version's backend, whatever the worker's setting.
+        """The model of a collection's jobs: the backend of its bound version, whatever the worker's setting."""
+        return self.bound_model(collection.model, collection.model_id, backend, owner=f"collection {collection.name!r}")
 
-        An unbound collection takes ``backend`` (the binding upsert's, else the
-        worker's). A bound one computes with the backend of its version's row;
-        a request that names another backend gets ``ModelMismatch``.
+    def bound_model(
+        self, name: str, model_id: int | None, backend: str | None = None, *, owner: str = "this job"
+    ) -> tuple[LoadedModel, int]:
+        """The model for vectors that must match version ``model_id`` (a collection's, a classifier's).
+
+        Unbound (``None``), it is ``model(name, backend)``. Bound, it computes
+        with the backend of that version's row, so its vectors keep comparing
+        with the stored ones; a request that names another backend gets
+        ``ModelMismatch``.
         """
-        if collection.model_id is None:
-            return self.model(collection.model, backend)
-        bound = backends_store.row_backend(conn=self.conn, model_id=collection.model_id)
+        bound = None if model_id is None else backends_store.row_backend(conn=self.conn, model_id=model_id)
         if bound is None:
-            return self.model(collection.model, backend)
+            return self.model(name, backend)
         if backend not in (None, "auto") and backend != requested(bound):
             raise ModelMismatch(
-                f"collection {collection.name!r} holds vectors of backend {bound}; a job on it cannot use {backend!r}",
-                detail={"collection": collection.name, "model_id": collection.model_id, "backend": backend},
+                f"{owner} holds vectors of backend {bound}; a job on it cannot use {backend!r}",
+                detail={"model_id": model_id, "backend": backend, "bound": bound},
             )
-        return self.model(collection.model, requested(bound))
+        return self.model(name, requested(bound))
 
     def _set_threads(self) -> None:
         """Intra-op threads: ``EMBEDQ_TORCH_THREADS``, else this process's share of the usable cores.
