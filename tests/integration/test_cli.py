@@ -164,14 +164,14 @@ def test_models_list_shows_each_version_with_its_facts(eq, worker_env) -> None:
     out = embedq(["models", "list"], worker_env)
     assert out.returncode == 0, out.stderr.decode()
     header, *rows = out.stdout.decode().splitlines()
-    assert header.split() == ["name", "version", "dtype", "backend", "dimension", "source", "path"]
+    assert header.split() == ["name", "version", "dtype", "backend", "dimension", "source", "gate", "path"]
     bundled = [row.split() for row in rows if row.startswith("all-MiniLM-L6-v2 ")]
-    assert bundled and all(row[2:6] == ["float32", "torch", "384", "bundled"] for row in bundled)
+    assert bundled and all(row[2:7] == ["float32", "torch", "384", "bundled", "-"] for row in bundled)
     with eq._pool.connection() as conn:
         versions = conn.execute("SELECT version FROM models WHERE name = 'all-MiniLM-L6-v2'").fetchall()
     assert sorted(row[1] for row in bundled) == sorted(version for (version,) in versions)
     listed = json.loads(embedq(["models", "list", "--json"], worker_env).stdout)
-    assert {"name", "version", "dtype", "backend", "dimension", "source", "path"} == set(listed[0])
+    assert {"name", "version", "dtype", "backend", "dimension", "source", "gate", "path"} == set(listed[0])
     assert {row["name"] for row in listed} >= {"all-MiniLM-L6-v2"}
 
 
