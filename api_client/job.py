@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from api_client.errors import BadRequest, JobCancelled, from_record
+from api_client.fleet import status_detail
 from api_client.schemas import JobInfo
 from api_client.states import JobStatus
+from api_client.store import jobs as jobs_store
+from api_client.store import workers as workers_store
 
 if TYPE_CHECKING:
     from api_client.client import EmbedQ
@@ -38,6 +41,18 @@ class Job:
     @property
     def error(self) -> dict[str, Any] | None:
         return self.info().error
+
+    def status_detail(self) -> str:
+        """Where the job stands, in one line: for a queued job, whether a live worker consumes its
+        queue (and if none does, where the sweeper moves it); for a running one, its worker."""
+        within = self._client.settings.worker_alive
+
+        def read(conn: Any) -> str:
+            info = jobs_store.get_job(conn=conn, job_id=self.id)
+            consumers = workers_store.consumers_of(conn=conn, queue=info.queue, within=within)
+            return status_detail(info, consumers=consumers, consumed=workers_store.consumed(conn=conn, within=within))
+
+        return self._client._run(read)
 
     def wait(self, timeout: float | None = None) -> JobInfo:
         """Block until the job is finished; ``JobTimeout`` if ``timeout`` seconds pass first."""

@@ -129,6 +129,14 @@ workers = sa.Table(
     sa.Column("concurrency", sa.Integer, nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("node", sa.Text),
+    sa.Column("supervisor_pid", sa.Integer),
+    sa.Column("consumers", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("lanes", ARRAY(sa.Text), nullable=False, server_default="{}"),
+    sa.Column("backend", sa.Text, nullable=False, server_default="torch"),
+    sa.Column("devices", ARRAY(sa.Text), nullable=False, server_default="{}"),
+    sa.Column("threads", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("pool_pids", ARRAY(sa.Integer), nullable=False, server_default="{}"),
 )
 
 collections = sa.Table(

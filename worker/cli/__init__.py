@@ -25,10 +25,10 @@ from api_client.errors import (
     UnknownCollection,
     UnknownModel,
 )
-from worker.cli import classifiers, collections, fine_tuning, jobs, models, scores, services, status
+from worker.cli import classifiers, collections, fine_tuning, fleet, jobs, models, scores, services, status
 from worker.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
 
-COMMAND_GROUPS = (services, jobs, scores, collections, classifiers, fine_tuning, models, status)
+COMMAND_GROUPS = (services, jobs, scores, collections, classifiers, fine_tuning, models, status, fleet)
 """Modules with a ``register(sub)`` that adds their commands."""
 
 INPUT_ERRORS = (BadRequest, UnknownModel, UnknownCollection, UnknownClassifier, JobNotFound, IdempotencyConflict)

@@ -14,11 +14,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from api_client.celery_conf import PLAIN_QUEUE
-from api_client.routing import LANES, queue_name
+from api_client.backends import BACKENDS
+from api_client.routing import LANES
 from api_client.schemas import DEFAULT_MODEL
 from api_client.settings import get_settings
-from worker.cli.common import require
+from worker.cli.common import UsageError, require
+from worker.layout import BATCH_NICE
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -30,49 +31,50 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return up(
-        data_dir=args.data_dir, concurrency=args.concurrency, loglevel=args.loglevel, preload=args.preload or None
+        data_dir=args.data_dir,
+        concurrency=args.concurrency,
+        loglevel=args.loglevel,
+        preload=args.preload or None,
+        backend=args.backend,
     )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     require("worker", "embedq worker")
     from api_client.db import connect, require_schema
-    from worker.hardware import detect
+    from worker import hardware as machine
+    from worker.layout import plan
+    from worker.supervisor import supervise
 
-    hardware = detect(args.hardware)
-    lanes = [lane.strip() for lane in args.lanes.split(",") if lane.strip()]
-    queues = [queue_name(hardware, lane) for lane in lanes]
-    if not args.no_plain_queue:
-        queues.append(PLAIN_QUEUE)
-    _, database_url = get_settings().require_urls()
+    hardware = machine.detect(args.hardware)
+    settings = get_settings()
+    try:
+        consumers = plan(
+            name=args.name,
+            hardware=hardware,
+            lanes=tuple(lane.strip() for lane in args.lanes.split(",") if lane.strip()),
+            cores=machine.usable_cores(),
+            concurrency=args.concurrency,
+            interactive_concurrency=args.interactive_concurrency,
+            devices=machine.parse_devices(
+                args.devices, hardware=hardware, count=machine.gpu_count() if hardware == "gpu" else 0
+            ),
+            backend=args.backend or settings.backend,
+            threads=args.threads if args.threads is not None else settings.torch_threads,
+            shared=args.shared_lanes,
+            plain_queue=not args.no_plain_queue,
+            sweeper=settings.sweeper and not args.no_sweeper,
+            batch_nice=args.batch_nice,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    _, database_url = settings.require_urls()
     with connect(database_url) as conn:
         require_schema(conn)
-    os.environ.update({"EMBEDQ_HARDWARE": hardware, "EMBEDQ_CONCURRENCY": str(args.concurrency)})
-    if args.no_sweeper:
-        os.environ["EMBEDQ_SWEEPER"] = "0"
     if args.preload:
         os.environ["EMBEDQ_PRELOAD"] = args.preload
-    from worker.app import app
-
-    app.worker_main(
-        [
-            "worker",
-            "--queues",
-            ",".join(queues),
-            "--concurrency",
-            str(args.concurrency),
-            "--loglevel",
-            args.loglevel,
-            "--hostname",
-            args.name,
-            "--pool",
-            "prefork",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
-    )
-    return 0
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return supervise(consumers, loglevel=args.loglevel)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -101,6 +103,15 @@ def cmd_sweep(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _backend_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="what CPU workers compute with when a request names no backend: auto (the fastest whose quality "
+        "gate passed), torch, onnx, onnx-int8 or openvino (default EMBEDQ_BACKEND, else auto)",
+    )
+
+
 def register(sub: Any) -> None:
     """Add ``up``, ``worker``, ``migrate`` and ``sweep`` to the command parsers ``sub``."""
     p = sub.add_parser(
@@ -117,22 +128,60 @@ def register(sub: Any) -> None:
         default=Path(os.environ.get("EMBEDQ_DATA_DIR", ".embedq")),
         help="where embedded servers keep their data and the env file is written (default .embedq)",
     )
-    p.add_argument("--concurrency", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--concurrency", type=int, default=1, help="batch lane processes (default 1)")
     p.add_argument("--loglevel", default="info", help="log level (default info)")
     p.add_argument("--preload", default=DEFAULT_MODEL, help="model each worker process loads at start ('' for none)")
+    _backend_flag(p)
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser(
         "worker",
         help="run a worker",
-        description="Run a Celery worker on the queues embedq.<hardware>.<lane> (and Celery's default queue "
-        "'celery'), with the heartbeat and the sweeper in its main process. Needs the worker extra.",
+        description="Run a worker on the queues embedq.<hardware>.<lane> (and Celery's default queue 'celery'). "
+        "On CPU each lane gets a Celery consumer process of its own, so interactive jobs never wait behind "
+        "batch jobs: the interactive one on one thread, the batch one on the cores at a lower priority. With "
+        "--hardware gpu, one consumer per device (--devices), each seeing only its GPU. Each consumer keeps a "
+        "heartbeat row (embedq fleet lists them); one runs the sweeper. Needs the worker extra.",
     )
     p.add_argument("--hardware", default="auto", choices=("auto", "cpu", "gpu"), help="hardware class (default auto)")
     p.add_argument("--lanes", default=",".join(LANES), help="comma-separated lanes (default interactive,batch)")
-    p.add_argument("--concurrency", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--devices", help="GPU workers: comma-separated CUDA device ids, one consumer each (default: every GPU)"
+    )
+    _backend_flag(p)
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="pool processes of the batch consumer, or of the only one (one lane, --shared-lanes) (default 1)",
+    )
+    p.add_argument(
+        "--interactive-concurrency",
+        type=int,
+        default=1,
+        help="pool processes of the interactive consumer (default 1)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op threads (torch, ONNX Runtime) of every pool process (default EMBEDQ_TORCH_THREADS; "
+        "unset or 0: 1 for the interactive consumer, the cores divided by --concurrency for the others)",
+    )
+    p.add_argument(
+        "--batch-nice",
+        type=int,
+        default=BATCH_NICE,
+        help=f"niceness of the batch consumer when the lanes have their own (default {BATCH_NICE}; 0 for none)",
+    )
+    p.add_argument(
+        "--shared-lanes",
+        action="store_true",
+        help="consume every lane in one process (interactive jobs then wait behind batch jobs)",
+    )
     p.add_argument("--loglevel", default="info", help="log level (default info)")
-    p.add_argument("--name", default="embedq@%h", help="worker node name (default embedq@%%h)")
+    p.add_argument(
+        "--name", default="embedq@%h", help="worker name (default embedq@%%h); its consumers are NAME/<role>"
+    )
     p.add_argument("--preload", help="model each worker process loads at start")
     p.add_argument("--no-sweeper", action="store_true", help="do not run the sweeper in this worker")
     p.add_argument(

@@ -1,0 +1,120 @@
+"""Lanes and the fleet on the session's worker: a process per lane, `embedq fleet`, routing by presence."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import uuid
+
+import psutil
+import psycopg
+
+from api_client import EmbedQ
+from api_client.celery_conf import producer_app
+from api_client.states import JobKind, JobStatus
+from api_client.store import jobs as jobs_store
+from api_client.store import workers as workers_store
+from tests import helpers
+from tests.conftest import SESSION_WORKER
+from tests.integration.test_cli import embedq
+from worker.store import workers as presence_store
+
+NODE = SESSION_WORKER.replace("%h", socket.gethostname())
+
+
+def session_rows(conn: psycopg.Connection, within: float) -> dict[str, workers_store.WorkerRow]:
+    rows = workers_store.alive(conn=conn, within=within)
+    return {row.lanes[0] if len(row.lanes) == 1 else "all": row for row in rows if row.node == NODE}
+
+
+def test_the_default_worker_consumes_each_lane_in_a_process_of_its_own(eq, db, settings, session_worker) -> None:
+    rows = session_rows(db, settings.worker_alive)
+    assert set(rows) == {"interactive", "batch"}
+    interactive, batch = rows["interactive"], rows["batch"]
+    assert interactive.queues == ["celery", "embedq.cpu.interactive"] and batch.queues == ["embedq.cpu.batch"]
+    assert interactive.supervisor_pid == batch.supervisor_pid == session_worker.pid
+    assert interactive.pid != batch.pid
+    assert {psutil.Process(row.pid).ppid() for row in rows.values()} == {session_worker.pid}
+    assert interactive.backend == batch.backend == settings.backend and interactive.devices == ["cpu"]
+    # Pool processes: children of their consumer; the batch one yields the CPU to the interactive one.
+    for row in rows.values():
+        assert row.pool_pids and all(psutil.Process(pid).ppid() == row.pid for pid in row.pool_pids)
+    assert {psutil.Process(pid).nice() for pid in interactive.pool_pids} == {0}
+    assert {psutil.Process(pid).nice() for pid in batch.pool_pids} == {10}
+
+
+def test_a_single_text_job_finishes_while_a_long_batch_job_runs_and_fleet_shows_who_runs_what(
+    eq, db, worker_env
+) -> None:
+    texts = helpers.unique_texts(2000)
+    long = [" ".join(texts[i : i + 3]) for i in range(0, len(texts))]
+    batch = eq.encode(long, lane="batch")
+    try:
+        helpers.wait_until(lambda: batch.status == JobStatus.RUNNING, timeout=60, what="the batch job to run")
+
+        out = embedq(["fleet", "--json"], worker_env)
+        assert out.returncode == 0, out.stderr.decode()
+        consumers = {row["name"]: row for row in json.loads(out.stdout)["workers"] if row["node"] == NODE}
+        assert consumers[f"{NODE}/batch"]["running"] == [batch.id]
+        assert consumers[f"{NODE}/interactive"]["running"] == []
+        assert consumers[f"{NODE}/interactive"]["lanes"] == ["interactive"]
+
+        single = eq.encode(helpers.unique_texts(1))
+        assert single.result(timeout=60).shape == (1, 384)
+        assert single.info().queue == "embedq.cpu.interactive"
+        assert batch.status == JobStatus.RUNNING  # the single-text job did not wait for it
+    finally:
+        batch.cancel()
+    assert batch.wait(timeout=60).status == JobStatus.CANCELLED
+
+
+def test_fleet_lists_the_live_worker_with_its_lanes_and_backend(eq, worker_env) -> None:
+    out = embedq(["fleet"], worker_env)
+    assert out.returncode == 0, out.stderr.decode()
+    text = out.stdout.decode()
+    assert f"{NODE}/interactive  cpu  lanes interactive  backend" in text
+    assert f"{NODE}/batch  cpu  lanes batch  backend" in text
+    assert "queues  embedq.cpu.batch" in text
+
+
+def test_a_job_on_a_queue_no_live_worker_consumes_says_so_and_is_moved(eq, db) -> None:
+    created = jobs_store.create_job(
+        conn=db,
+        kind=JobKind.ENCODE,
+        queue="embedq.gpu.batch",
+        request={"texts": helpers.unique_texts(1)},
+        total=1,
+        max_attempts=3,
+    )
+    job = eq.job(created.info.id)
+    detail = job.status_detail()
+    assert "queued on embedq.gpu.batch, which no live worker consumes" in detail, detail
+    assert "the sweeper re-sends it to embedq.cpu.batch" in detail, detail
+    assert job.result(timeout=60).shape == (1, 384)  # the sweeper did, and the batch consumer ran it
+    assert job.info().queue == "embedq.cpu.batch"
+
+
+def test_batch_work_goes_to_gpu_only_while_a_gpu_worker_is_alive(eq, db, settings) -> None:
+    name = f"fake-gpu-{uuid.uuid4().hex[:6]}@host"
+    presence_store.record_presence(
+        conn=db, name=name, hostname="host", pid=1, hardware="gpu", queues=["embedq.gpu.batch"],
+        concurrency=1, started_at=dt.datetime.now(dt.UTC), lanes=["batch"], devices=["0"],
+    )  # fmt: skip
+    try:
+        with EmbedQ(settings) as client:  # a new client: the GPU check is cached per client
+            job = client.encode(helpers.unique_texts(1), lane="batch")
+            assert job.info().queue == "embedq.gpu.batch"
+            assert f"1 live consumer(s) take from: {name}" in job.status_detail()
+            assert client.encode(helpers.unique_texts(1)).info().queue == "embedq.cpu.interactive"
+            job.cancel()
+    finally:
+        presence_store.remove(conn=db, name=name)
+        app = producer_app(settings)
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_purge("embedq.gpu.batch")
+        app.close()
+    with EmbedQ(settings) as client:
+        job = client.encode(helpers.unique_texts(1), lane="batch")
+        assert job.info().queue == "embedq.cpu.batch"
+        assert job.result(timeout=60).shape == (1, 384)
