@@ -75,9 +75,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # [256], alpha 0.01: 0.925 / 0.830 (log-loss 0.272 / 0.630); alpha 1e-4: 0.921 / 0.827;
     # [512]: 0.926 / 0.828 at twice the fit time. On 8 a label it stops at max_iter (converged False).
     "mlp": {"hidden_layer_sizes": [256], "alpha": 0.01, "max_iter": 300},
-    # SetFit's own defaults for batch size, epochs and learning rate, with 20 pairs per text per epoch
-    # (num_iterations) instead of its quadratic "oversampling"; max_steps 0 means no cap; head_C is the C of
-    # SetFit's logistic-regression head (scikit-learn's default, as SetFit uses).
+    # SetFit's own defaults for batch size, epochs and learning rate; num_iterations 20 draws 20 positive and
+    # 20 negative pairs per text each epoch, instead of SetFit's "oversampling", whose pairs grow with the square
+    # of the texts. max_steps 0 means no cap; head_C is the C of SetFit's logistic-regression head (1, as SetFit).
     "setfit": {
         "batch_size": 16,
         "num_epochs": 1,

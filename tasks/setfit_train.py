@@ -17,11 +17,11 @@ Choices, and why:
   pickles the head).
 - ``normalize_embeddings=True``: the head is fitted on L2-normalized
   embeddings whatever the body ends with, as every ``Head`` expects.
-- Pairs come from ``num_iterations`` (20 positive and 20 negative pairs per
-  text and iteration by default), not SetFit's default "oversampling", whose
-  pair count grows with the square of the texts. SetFit still walks the
-  n(n+1)/2 combinations once to collect pairs, so this suits few-shot sets
-  (hundreds of texts), not thousands.
+- Pairs come from ``num_iterations`` (that many positive and as many
+  negative pairs per text each epoch: 20 and 20 by default), not SetFit's
+  default "oversampling", whose pair count grows with the square of the
+  texts. SetFit still walks all n(n+1)/2 combinations once to collect the
+  pairs (50 million for 10,000 texts), so this suits few-shot sets.
 - Checkpoints, logs and the trainer's scratch files go to a temporary folder
   that is removed afterwards; progress bars and reporting integrations are off.
 - Progress and stopping work as in the fine-tuning core (``tasks.finetune``),
