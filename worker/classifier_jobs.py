@@ -103,7 +103,9 @@ def run_train(rt: Runtime, claim: Claim) -> dict[str, Any]:
     request = parse_train_request(claim.request, Limits.of(rt.settings))
     classifier = classifiers_read.describe(conn=rt.conn, name=request.name)
     labels = np.array(request.labels, dtype=object)
-    train, held_out = core.eval_split(request.labels, request.eval_split, seed=request.seed)
+    train, held_out = core.eval_split(
+        request.labels, request.eval_split, seed=request.seed, min_train=core.MIN_EXAMPLES[request.method]
+    )
     root = rt.settings.artifacts
     folder = claim.job_id
     clear_attempts(root, "classifiers", folder)
