@@ -20,10 +20,16 @@ from api_client.store import models as models_store
 
 def read_vectors(conn: psycopg.Connection, info: JobInfo) -> np.ndarray:
     """An encode job's vectors in input order, with its options applied (truncate, normalize, quantize)."""
+    raw = embeddings_store.read_job_vectors(conn=conn, job_id=info.id, count=(info.result or {})["count"])
+    return with_options(conn, info, raw)
+
+
+def with_options(conn: psycopg.Connection | None, info: JobInfo, raw: np.ndarray) -> np.ndarray:
+    """An encode job's raw vectors with its options applied; ``conn`` reads int8 and uint8 ranges only."""
     summary: dict[str, Any] = info.result or {}
-    raw = embeddings_store.read_job_vectors(conn=conn, job_id=info.id, count=summary["count"])
     ranges = None
     if summary["precision"] in ("int8", "uint8"):
+        assert conn is not None, "int8 and uint8 read their ranges from the database"
         ranges = models_store.get_ranges(
             conn=conn, model_id=summary["model_id"], dimension=summary["dimension"], normalized=summary["normalize"]
         )

@@ -52,15 +52,15 @@ class Pending:
         self.keys.extend(keys)
         self.vectors.append(vectors)
 
+    def array(self) -> np.ndarray:
+        """The vectors as one float32 array, in the order of ``keys`` (``[0, 0]`` when there are none)."""
+        return np.concatenate(self.vectors) if self.vectors else np.zeros((0, 0), dtype=np.float32)
+
     def write(self, conn: psycopg.Connection, *, skip_existing: bool) -> None:
         """Copy them into the cache (inside the caller's transaction)."""
         if self.keys:
             embeddings_store.write_embeddings(
-                conn=conn,
-                model_id=self.model_id,
-                keys=self.keys,
-                vectors=np.concatenate(self.vectors),
-                skip_existing=skip_existing,
+                conn=conn, model_id=self.model_id, keys=self.keys, vectors=self.array(), skip_existing=skip_existing
             )
 
     def clear(self) -> None:

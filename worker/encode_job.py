@@ -1,14 +1,20 @@
 """Running one claimed encode job (or chunk): cache lookup, encoding of the misses, outputs.
 
-The last vectors, the outputs and the final state are written in one
-transaction, fenced by the claim. A chunk writes its outputs into its
-parent's rows at its ``item_offset``; the database finishes the parent with
-its last chunk.
+The last vectors, the outputs and the final state are written by one
+statement, fenced by the claim (``finish_encode_job``): one round trip and one
+commit for a single-text job. A whole job whose vectors are all in hand and
+small announces them with its row on ``RESULT_CHANNEL``, so its waiting
+client need not read them back. A chunk writes its outputs into its parent's
+rows at its ``item_offset``; the database finishes the parent with its last
+chunk.
 """
 
 from __future__ import annotations
 
+import base64
 from typing import Any
+
+import numpy as np
 
 from api_client.schemas import Limits, parse_encode_request
 from api_client.store import embeddings as embeddings_read
@@ -16,12 +22,19 @@ from api_client.store import models as models_read
 from api_client.texts import text_sha256
 from tasks import calibration
 from tasks.models import LoadedModel
-from worker.cache import Lookup, Pending, commit, encode_missing, flush
-from worker.lease import Progress, finish
+from worker.cache import Lookup, Pending, encode_missing, flush
+from worker.lease import Progress, stopped
 from worker.runtime import Runtime
 from worker.store import embeddings as embeddings_store
+from worker.store import jobs as jobs_store
 from worker.store import models as models_store
 from worker.store.jobs import Claim
+
+INLINE_VECTORS = 32
+"""New vectors written by the job's finishing statement itself; more go first to the cache by binary COPY."""
+
+NOTICE_BYTES = 4096
+"""Raw vectors sent with the result notification (two of 384 dimensions; base64 adds a third)."""
 
 
 def _ensure_ranges(
@@ -94,13 +107,28 @@ def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
         "prompt": prompt,
         **stats.summary(),
     }
-
-    def write(skip_existing: bool) -> None:
-        pending.write(rt.conn, skip_existing=skip_existing)
-        embeddings_store.write_outputs(
-            conn=rt.conn, job_id=claim.output_id, model_id=model_id, keys=lookup.keys, offset=claim.item_offset
-        )
-        finish(rt.conn, claim, summary, total)
-
-    commit(rt.conn, write)
+    if len(pending.keys) > INLINE_VECTORS:
+        flush(rt, pending)
+    finished = jobs_store.finish_encode_job(
+        conn=rt.conn,
+        claim=claim,
+        result=summary,
+        total=total,
+        model_id=model_id,
+        keys=lookup.keys,
+        new_keys=pending.keys,
+        new_vectors=pending.array(),
+        notice=_notice(claim, lookup.keys, pending),
+    )
+    if not finished:
+        raise stopped(rt.conn, claim)
     return summary
+
+
+def _notice(claim: Claim, keys: list[bytes], pending: Pending) -> str | None:
+    """The items' raw vectors for the result notification (base64), when all are in hand and they are small."""
+    encoded = dict(zip(pending.keys, pending.array(), strict=True))
+    if claim.parent_id is not None or not keys or any(key not in encoded for key in keys):
+        return None
+    raw = np.stack([encoded[key] for key in keys]).astype("<f4")
+    return base64.b64encode(raw.tobytes()).decode() if raw.nbytes <= NOTICE_BYTES else None

@@ -133,4 +133,9 @@ class Progress:
 def finish(conn: psycopg.Connection, claim: Claim, summary: dict[str, Any], total: int) -> None:
     """Set the job succeeded under its claim (inside the transaction that wrote its outputs), or stop it."""
     if not jobs_store.finish_job(conn=conn, claim=claim, result=summary, total=total):
-        raise JobStopped(claim.job_id, jobs_store.status_of(conn=conn, job_id=claim.job_id))
+        raise stopped(conn, claim)
+
+
+def stopped(conn: psycopg.Connection, claim: Claim) -> JobStopped:
+    """Why a job's fenced write found it no longer held under ``claim``: its status now."""
+    return JobStopped(claim.job_id, jobs_store.status_of(conn=conn, job_id=claim.job_id))

@@ -15,6 +15,7 @@ that its own runner does the last step.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import uuid
@@ -60,6 +61,51 @@ def job_info(row: tuple[Any, ...]) -> JobInfo:
         finished_at=row[13],
         parent_id=str(row[14]) if row[14] else None,
         chunks=row[15],
+    )
+
+
+RESULT_CHANNEL = "embedq_results"
+"""``NOTIFY`` channel of finished jobs announced with their row, for clients that wait on them.
+
+The payload is ``<job id> <JSON>``: ``{"info": <NOTICE_JSON>, "dim": d, "vectors": base64 | null}``,
+where ``vectors`` holds a small encode job's raw float32 vectors (little-endian, ``[count, d]``).
+``NOTIFY_CHANNEL`` (``api_client.states``) keeps carrying the bare id of every finished job.
+"""
+
+NOTICE_JSON = (
+    "json_build_object('id', {t}.id, 'kind', {t}.kind, 'status', {t}.status, 'queue', {t}.queue, "
+    "'progress', json_build_array({t}.progress_done, {t}.progress_total), 'attempts', {t}.attempts, "
+    "'result', {t}.result, 'error', {t}.error, 'worker', {t}.worker, 'idempotency_key', {t}.idempotency_key, "
+    "'created_at', {t}.created_at, 'started_at', {t}.started_at, 'finished_at', {t}.finished_at, "
+    "'parent_id', {t}.parent_id, 'chunks', {t}.chunks)"
+)
+"""A whole job's row (``{t}``: its table alias) as JSON that ``info_from_json`` reads; not for parents."""
+
+
+def info_from_json(fields: dict[str, Any]) -> JobInfo:
+    """A ``JobInfo`` from ``NOTICE_JSON``."""
+
+    def when(value: str | None) -> dt.datetime | None:
+        return dt.datetime.fromisoformat(value) if value is not None else None
+
+    created_at = when(fields["created_at"])
+    assert created_at is not None
+    return JobInfo(
+        id=str(fields["id"]),
+        kind=JobKind(fields["kind"]),
+        status=JobStatus(fields["status"]),
+        queue=fields["queue"],
+        progress=(fields["progress"][0], fields["progress"][1]),
+        attempts=fields["attempts"],
+        result=fields["result"],
+        error=fields["error"],
+        worker=fields["worker"],
+        idempotency_key=fields["idempotency_key"],
+        created_at=created_at,
+        started_at=when(fields["started_at"]),
+        finished_at=when(fields["finished_at"]),
+        parent_id=fields["parent_id"],
+        chunks=fields["chunks"],
     )
 
 

@@ -1,4 +1,5 @@
-"""Writing the embedding cache and encode outputs (read by ``api_client.store.embeddings``)."""
+"""Writing the embedding cache (read by ``api_client.store.embeddings``); encode outputs are written with
+the job's final state (``worker.store.jobs.finish_encode_job``)."""
 
 from __future__ import annotations
 
@@ -46,17 +47,3 @@ def write_embeddings(
         copy.write(body)
     if skip_existing:
         conn.execute(f"INSERT INTO embeddings SELECT * FROM {_STAGE} ON CONFLICT DO NOTHING")
-
-
-def write_outputs(
-    *, conn: psycopg.Connection, job_id: str, model_id: int, keys: Sequence[bytes], offset: int = 0
-) -> None:
-    """Record the job's items in input order (item ``offset``, ``offset + 1``, ...) by their cache key.
-
-    A chunk writes its items into its parent's rows at its ``item_offset``.
-    """
-    conn.execute(
-        "INSERT INTO encode_outputs (job_id, item, model_id, text_sha256) "
-        "SELECT %s, %s + k.n - 1, %s, k.text_sha256 FROM unnest(%s::bytea[]) WITH ORDINALITY AS k(text_sha256, n)",
-        (job_id, offset, model_id, list(keys)),
-    )

@@ -3,18 +3,32 @@
 Every change to a claimed job is fenced by the attempt number that
 ``claim_job`` returned (``_fenced``), so a worker that lost its lease can never
 overwrite the work of the one that took the job over.
+
+A claim, a lease renewal and a progress report commit without waiting for
+their WAL flush (``_RELAXED``). A crash of PostgreSQL can lose one of them,
+and that is harmless: the job is back as it was before (queued, or running
+under a lease that expires), the worker's connection is gone with the crash,
+and the sweeper re-sends the job. A job's outputs and final state always
+commit synchronously, and since the WAL is flushed in order, flushing them
+flushes the claim before them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
 from api_client.errors import AttemptsExhausted, EmbedQError, WrongKind
 from api_client.states import JobKind, JobStatus
+from api_client.store.jobs import NOTICE_JSON, RESULT_CHANNEL
+
+_RELAXED = "(SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
+"""Joined into a one-statement transaction: its commit does not wait for the WAL flush (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +74,7 @@ def claim_job(
     row = conn.execute(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = %s, "
         "lease_expires_at = now() + make_interval(secs => %s), started_at = coalesce(started_at, now()), "
-        "updated_at = now() "
+        f"updated_at = now() FROM {_RELAXED} "
         "WHERE id = %s AND kind = %s AND chunks_done >= chunks AND attempts < max_attempts "
         "AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now())) "
         "RETURNING attempts, request, parent_id, item_offset",
@@ -78,10 +92,15 @@ def claim_job(
     return None
 
 
-def _fenced(conn: psycopg.Connection, claim: Claim, assignments: str, params: tuple[Any, ...]) -> JobStatus | None:
-    """``UPDATE jobs SET <assignments>`` if the job is still running under this claim; its new status, if so."""
+def _fenced(
+    conn: psycopg.Connection, claim: Claim, assignments: str, params: tuple[Any, ...], *, relaxed: bool = False
+) -> JobStatus | None:
+    """``UPDATE jobs SET <assignments>`` if the job is still running under this claim; its new status, if so.
+
+    ``relaxed``: the change may be lost in a crash of PostgreSQL (see the module docstring).
+    """
     row = conn.execute(
-        f"UPDATE jobs SET {assignments}, updated_at = now() "
+        f"UPDATE jobs SET {assignments}, updated_at = now() {'FROM ' + _RELAXED if relaxed else ''} "
         "WHERE id = %s AND status = 'running' AND attempts = %s RETURNING status",
         (*params, claim.job_id, claim.attempt),
     ).fetchone()
@@ -102,13 +121,15 @@ def record_progress(
         claim,
         "progress_done = %s, progress_total = %s, lease_expires_at = now() + make_interval(secs => %s)",
         (done, total, lease_seconds),
+        relaxed=True,
     )
     return None if held is not None else status_of(conn=conn, job_id=claim.job_id)
 
 
 def extend_lease(*, conn: psycopg.Connection, claim: Claim, lease_seconds: float) -> bool:
     """Push the lease forward; ``False`` when the job is no longer held under this claim."""
-    return _fenced(conn, claim, "lease_expires_at = now() + make_interval(secs => %s)", (lease_seconds,)) is not None
+    assignment = "lease_expires_at = now() + make_interval(secs => %s)"
+    return _fenced(conn, claim, assignment, (lease_seconds,), relaxed=True) is not None
 
 
 def finish_job(*, conn: psycopg.Connection, claim: Claim, result: dict[str, Any], total: int) -> bool:
@@ -121,6 +142,77 @@ def finish_job(*, conn: psycopg.Connection, claim: Claim, result: dict[str, Any]
         (Jsonb(result), total, total),
     )
     return status is not None
+
+
+_FINISH_ENCODE = f"""
+WITH new AS (
+    INSERT INTO embeddings (model_id, text_sha256, embedding)
+    SELECT %(model_id)s, k.key, (%(values)s::real[])[(k.n - 1) * %(dim)s + 1 : k.n * %(dim)s]::vector
+      FROM unnest(%(new_keys)s::bytea[]) WITH ORDINALITY AS k(key, n)
+     ORDER BY k.key
+    ON CONFLICT DO NOTHING
+), done AS (
+    UPDATE jobs SET status = 'succeeded', result = %(result)s, error = NULL, progress_done = %(total)s,
+           progress_total = %(total)s, finished_at = now(), lease_expires_at = NULL, updated_at = now()
+     WHERE id = %(job_id)s AND status = 'running' AND attempts = %(attempt)s
+    RETURNING *
+), outputs AS (
+    INSERT INTO encode_outputs (job_id, item, model_id, text_sha256)
+    SELECT %(output_id)s, %(offset)s + k.n - 1, %(model_id)s, k.key
+      FROM unnest(%(keys)s::bytea[]) WITH ORDINALITY AS k(key, n)
+     WHERE EXISTS (SELECT FROM done)
+)
+SELECT (SELECT pg_notify('{RESULT_CHANNEL}', notice)
+          FROM (SELECT done.id::text || ' ' || json_build_object(
+                    'info', {NOTICE_JSON.format(t="done")}, 'dim', %(dim)s, 'vectors', %(vectors)s::text
+                )::text AS notice) AS n
+         WHERE done.parent_id IS NULL AND octet_length(notice) < 8000)
+  FROM done
+"""
+
+
+def finish_encode_job(
+    *,
+    conn: psycopg.Connection,
+    claim: Claim,
+    result: dict[str, Any],
+    total: int,
+    model_id: int,
+    keys: Sequence[bytes],
+    new_keys: Sequence[bytes],
+    new_vectors: np.ndarray,
+    notice: str | None = None,
+) -> bool:
+    """Finish an encode job in one statement: new vectors, its outputs and its final state; whether it was ours.
+
+    The ``new_keys`` vectors go into the cache (a key another worker stored
+    first is skipped), the items ``keys`` into ``encode_outputs`` at the claim's
+    ``item_offset`` (under its parent's id for a chunk) and the job becomes
+    ``succeeded``, all in one transaction, or, when the job is no longer held
+    under this claim, only the cache write happens. A whole job (not a chunk)
+    is announced on ``RESULT_CHANNEL`` with its row and ``notice`` (base64 of
+    the items' raw float32 vectors, if given) when the payload fits a
+    notification (under 8000 bytes), so that a waiting client need not read
+    the job back.
+    """
+    row = conn.execute(
+        _FINISH_ENCODE,
+        {
+            "model_id": model_id,
+            "values": new_vectors.astype(np.float64).ravel().tolist(),
+            "dim": int(new_vectors.shape[1]) if new_vectors.ndim == 2 else 0,
+            "new_keys": list(new_keys),
+            "result": Jsonb(result),
+            "total": total,
+            "job_id": claim.job_id,
+            "attempt": claim.attempt,
+            "output_id": claim.output_id,
+            "offset": claim.item_offset,
+            "keys": list(keys),
+            "vectors": notice,
+        },
+    ).fetchone()
+    return row is not None
 
 
 def fail_job(*, conn: psycopg.Connection, claim: Claim, error: EmbedQError) -> bool:
