@@ -70,11 +70,14 @@ class CollectionsMixin:
         batch_size: int = 32,
         idempotency_key: str | None = None,
         lane: str | None = None,
+        backend: str | None = None,
     ) -> Job:
         """Add or replace documents ``{"id", "text", "metadata"}``; searchable once the job succeeded.
 
         Texts go through the embedding cache (unchanged texts cost nothing); an
-        id that exists gets the new text and metadata.
+        id that exists gets the new text and metadata. ``backend`` chooses what computes the vectors when
+        this upsert binds the collection's model version (its first); later upserts compute with the bound
+        version's backend, and naming another is a ``ModelMismatch``.
         """
         info = self._brief(name)
         raw = {
@@ -83,6 +86,7 @@ class CollectionsMixin:
             if isinstance(documents, list | tuple)
             else documents,
             "batch_size": batch_size,
+            "backend": backend,
         }
         return self._submit(JobKind.UPSERT, raw, idempotency_key=idempotency_key, lane=lane, hardware=hardware_of(info))
 
@@ -153,6 +157,7 @@ class CollectionsMixin:
         params: Mapping[str, int] | None = None,
         min_recall: float = 0.95,
         idempotency_key: str | None = None,
+        backend: str | None = None,
     ) -> Job:
         """Re-embed every document (with ``model``, or the collection's own), build, check and swap.
 
@@ -160,6 +165,7 @@ class CollectionsMixin:
         answering from the old version until the swap. The new index becomes
         active only if its recall@10 against exact search, on a sample of the
         collection's own documents as queries, is at least ``min_recall``.
+        ``backend`` chooses what computes the new version (default: the worker's choice).
         """
         info = self._brief(name)
         raw = {
@@ -168,6 +174,7 @@ class CollectionsMixin:
             "kind": kind,
             "params": dict(params) if params is not None else None,
             "min_recall": min_recall,
+            "backend": backend,
         }
         return self._submit(
             JobKind.REINDEX, raw, idempotency_key=idempotency_key, lane=None, hardware=hardware_of(info)

@@ -72,10 +72,11 @@ def setfit_body(rt: Any, classifier: str, artifact: Path) -> tuple[LoadedModel, 
 
 
 def encoder(rt: Any, version: Version) -> tuple[LoadedModel, int]:
-    """The encoder a version reads: its SetFit body, or its classifier's model."""
+    """The encoder a version reads: its SetFit body, or its classifier's model computed as the head was trained
+    (the backend of the version's ``models`` row), so a head never scores vectors of another backend."""
     if version.method == "setfit":
         return setfit_body(rt, version.name, Path(version.artifact_path or ""))
-    return rt.model(version.model)
+    return rt.bound_model(version.model, version.model_id, owner=f"classifier {version.name!r}")
 
 
 def _load(rt: Any, version: Version) -> Loaded:

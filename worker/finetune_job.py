@@ -32,7 +32,7 @@ def run_fine_tune(rt: Runtime, claim: Claim) -> dict[str, Any]:
     from tasks import finetune
 
     request = parse_fine_tune_request(claim.request, Limits.of(rt.settings))
-    base, base_id = rt.model(request.model)
+    base, base_id = rt.model(request.model, "torch")  # the parent is the version trained from: torch weights
     base_path = model_path(rt, request.model)
     root = rt.settings.artifacts
     clear_attempts(root, "models", claim.job_id)
