@@ -79,7 +79,13 @@ def clear_cache(database_url: str) -> None:
 
 @contextmanager
 def service(
-    *, clean: bool = True, threads: int | None = None, workers: int = 1, concurrency: int = 1
+    *,
+    clean: bool = True,
+    threads: int | None = None,
+    workers: int = 1,
+    concurrency: int = 1,
+    backend: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[EmbedQ]:
     """A client of a running service with ``workers`` fresh bench workers; everything is stopped on exit.
 
@@ -103,7 +109,11 @@ def service(
             "EMBEDQ_DATABASE_URL": database_url,
             "EMBEDQ_DATA_DIR": str(tmp),
             "EMBEDQ_TORCH_THREADS": str(threads),
+            **({"EMBEDQ_BACKEND": backend} if backend else {}),
+            **(extra_env or {}),
         }
+        if backend not in (None, "torch"):
+            gate(env, tmp)
         logs = [tmp / f"worker-{i}.log" for i in range(workers)]
         try:
             for i, path in enumerate(logs):
@@ -131,6 +141,21 @@ def service(
         fleet = f"{workers} worker{'s' if workers > 1 else ''} x concurrency {concurrency}"
         print(f"service ready in {time.perf_counter() - t0:.1f}s ({where}, {fleet}, {threads} torch threads each)")
         yield eq
+
+
+def gate(env: dict[str, str], tmp: Path) -> None:
+    """Build and gate the model's ONNX backends (``embedq models gate --backend all``) before any worker starts,
+    so an ``auto`` worker serves the fastest passed backend from its first job."""
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "models", "gate", MODEL, "--backend", "all"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    (tmp / "gate.log").write_text(out.stdout + out.stderr)
+    print(f"backends gated in {time.perf_counter() - t0:.1f}s:\n{out.stdout.strip()}")
 
 
 def _warm_up(eq: EmbedQ, processes: int) -> None:

@@ -9,6 +9,9 @@ With --rounds R both are measured R times, alternating, the cache emptied before
 the best round of each side is reported (all are recorded).
 Targets: service/direct texts/s >= 0.9; resubmit >= 20x faster than the first submit; vectors equal
 to the direct ones (max abs diff printed).
+With --backend auto (or onnx-int8, onnx) the model's ONNX backends are built and gated first and the
+worker serves the fastest that passed its quality gate; the direct baseline stays torch fp32 in this
+process. Targets then: service/direct texts/s >= 1.8, and cosine to the direct vectors >= 0.98.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ def main() -> int:
     p.add_argument("--n", type=int, default=20_000, help="texts in the job (default 20000)")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     p.add_argument("--rounds", type=int, default=1, help="direct/service measurements, alternating (default 1)")
+    p.add_argument("--backend", default="torch", help="the worker's EMBEDQ_BACKEND (default torch; auto: gate first)")
     args = p.parse_args()
     texts, warmup = load_texts(args.n), load_texts(256, offset=args.n)
     direct_runs: list[float] = []
     service_runs: list[float] = []
-    with service(clean=not args.no_clean) as eq:
+    with service(clean=not args.no_clean, backend=args.backend) as eq:
         model = direct_model()
         model.encode(warmup, batch_size=args.batch_size)
         eq.encode(warmup, batch_size=args.batch_size).result(timeout=600)
@@ -56,6 +60,9 @@ def main() -> int:
     worker_s = (info.finished_at - info.started_at).total_seconds() if info.finished_at and info.started_at else 0.0
     first, second = info.result or {}, info2.result or {}
     diff = float(np.abs(ours - direct).max())
+    unit = ours / np.linalg.norm(ours, axis=1, keepdims=True)
+    cosine = float((unit * (direct / np.linalg.norm(direct, axis=1, keepdims=True))).sum(axis=1).min())
+    exact = args.backend == "torch"
     diff_again = float(np.abs(again - ours).max())
     speedup = service_runs[-1] / resubmit_s
     ratio = direct_s / service_s
@@ -72,11 +79,16 @@ def main() -> int:
     print(f"first submit: encoded {first.get('encoded')}, cached {first.get('cached')}")
     print(f"resubmit:     encoded {second.get('encoded')}, cached {second.get('cached')}")
     print(f"resubmit speed-up {speedup:.1f}x; max |service - direct| {diff:.2e}; max |resubmit - first| {diff_again}")
-    verdict(f"service/direct texts/s >= 0.9 (got {ratio:.3f})", ratio >= 0.9)
+    print(f"served by backend {first.get('backend', 'torch')}; min cosine to the direct vectors {cosine:.4f}")
+    target = 0.9 if exact else 1.8
+    verdict(f"service/direct texts/s >= {target} (got {ratio:.3f})", ratio >= target)
     verdict(f"resubmit >= 20x faster than the first submit (got {speedup:.1f}x)", speedup >= 20)
-    verdict(f"vectors equal to the direct ones (max abs diff {diff:.2e} <= 1e-5)", diff <= 1e-5)
+    if exact:
+        verdict(f"vectors equal to the direct ones (max abs diff {diff:.2e} <= 1e-5)", diff <= 1e-5)
+    else:
+        verdict(f"cosine to the direct vectors >= 0.98 (min {cosine:.4f})", cosine >= 0.98)
     write_record(
-        "encode",
+        "encode" if exact else f"encode-{args.backend}",
         args,
         {
             "direct_s": direct_runs,
@@ -88,6 +100,8 @@ def main() -> int:
             "service_over_direct": ratio,
             "resubmit_speedup": speedup,
             "max_abs_diff": diff,
+            "min_cosine": cosine,
+            "backend": first.get("backend", "torch"),
             "first": first,
             "resubmit": second,
         },
