@@ -68,6 +68,15 @@ def claimed_job(db: psycopg.Connection, texts: list[str]) -> jobs_store.Claim:
     return claim
 
 
+def test_a_relaxed_claim_leaves_every_later_commit_synchronous(db) -> None:
+    claimed_job(db, ["d"])
+    assert db.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+    with db.transaction():  # inside a caller's transaction nothing is relaxed, whatever it commits later
+        claim = claimed_job(db, ["e"])
+        jobs_store.record_progress(conn=db, claim=claim, done=0, total=1, lease_seconds=30)
+        assert db.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+
+
 @pytest.fixture
 def model_id(db: psycopg.Connection) -> int:
     return models_store.upsert_model(

@@ -31,6 +31,13 @@ _RELAXED = "(SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
 """Joined into a one-statement transaction: its commit does not wait for the WAL flush (see the module docstring)."""
 
 
+def _relaxed(conn: psycopg.Connection) -> str:
+    """``FROM _RELAXED`` for a statement that is its own transaction; nothing inside a caller's transaction,
+    whose commit (outputs and final state, perhaps) must stay synchronous."""
+    alone = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    return f"FROM {_RELAXED}" if alone else ""
+
+
 @dataclass(frozen=True)
 class Claim:
     """A worker's hold on a running job; ``attempt`` fences every later write."""
@@ -74,7 +81,7 @@ def claim_job(
     row = conn.execute(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = %s, "
         "lease_expires_at = now() + make_interval(secs => %s), started_at = coalesce(started_at, now()), "
-        f"updated_at = now() FROM {_RELAXED} "
+        f"updated_at = now() {_relaxed(conn)} "
         "WHERE id = %s AND kind = %s AND chunks_done >= chunks AND attempts < max_attempts "
         "AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now())) "
         "RETURNING attempts, request, parent_id, item_offset",
@@ -100,7 +107,7 @@ def _fenced(
     ``relaxed``: the change may be lost in a crash of PostgreSQL (see the module docstring).
     """
     row = conn.execute(
-        f"UPDATE jobs SET {assignments}, updated_at = now() {'FROM ' + _RELAXED if relaxed else ''} "
+        f"UPDATE jobs SET {assignments}, updated_at = now() {_relaxed(conn) if relaxed else ''} "
         "WHERE id = %s AND status = 'running' AND attempts = %s RETURNING status",
         (*params, claim.job_id, claim.attempt),
     ).fetchone()
