@@ -12,7 +12,7 @@ from tests import helpers
 def test_cancel_queued_and_running_jobs(eq: EmbedQ, db) -> None:
     running = eq.encode(helpers.unique_texts(2000), batch_size=8)
     helpers.wait_until(lambda: running.progress[0] > 0, what="the long job to make progress")
-    queued = eq.encode(helpers.unique_texts(3))
+    queued = eq.encode(helpers.unique_texts(3), lane="batch")  # behind the long one, in the batch lane
     assert queued.status == JobStatus.QUEUED
 
     assert queued.cancel() == JobStatus.CANCELLED
