@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
 import socket
+import subprocess
 import uuid
+from pathlib import Path
+from unittest import mock
 
 import psutil
 import psycopg
 
 from api_client import EmbedQ
 from api_client.celery_conf import producer_app
+from api_client.settings import get_settings
 from api_client.states import JobKind, JobStatus
 from api_client.store import jobs as jobs_store
 from api_client.store import workers as workers_store
 from tests import helpers
 from tests.conftest import SESSION_WORKER
 from tests.integration.test_cli import embedq
+from worker.layout import plan
+from worker.stack import stop_worker
 from worker.store import workers as presence_store
+from worker.supervisor import spawn
 
 NODE = SESSION_WORKER.replace("%h", socket.gethostname())
 
@@ -118,3 +127,51 @@ def test_batch_work_goes_to_gpu_only_while_a_gpu_worker_is_alive(eq, db, setting
         job = client.encode(helpers.unique_texts(1), lane="batch")
         assert job.info().queue == "embedq.cpu.batch"
         assert job.result(timeout=60).shape == (1, 384)
+
+
+def test_a_consumer_that_dies_takes_its_worker_down_with_it(
+    isolated_database: str, broker_url: str, tmp_path: Path
+) -> None:
+    env = helpers.worker_env(helpers.other_redis_db(broker_url), isolated_database)
+    log = tmp_path / "worker.log"
+    worker = helpers.start_worker(env, isolated_database, "doomed@%h", log)
+    try:
+        with psycopg.connect(isolated_database, autocommit=True) as conn:
+            rows = {row.name.rsplit("/", 1)[1]: row for row in workers_store.alive(conn=conn, within=30)}
+        os.kill(rows["interactive"].pid, signal.SIGKILL)
+        assert worker.wait(timeout=60) == 1, log.read_text()[-3000:]  # the batch consumer was stopped too
+        assert not psutil.pid_exists(rows["batch"].pid) or psutil.Process(rows["batch"].pid).status() == "zombie"
+    finally:
+        stop_worker(worker, timeout=30)
+
+
+def test_a_spawned_consumer_runs_its_spec_in_a_fresh_interpreter(
+    isolated_database: str, broker_url: str, tmp_path: Path
+) -> None:
+    """The path GPU consumers take (``python -m worker.consumer SPEC``), here with a CPU spec."""
+    env = helpers.worker_env(helpers.other_redis_db(broker_url), isolated_database)
+    (consumer,) = plan(
+        name="spawned@%h", hardware="cpu", cores=2, lanes=("batch",), threads=1, sweeper=False, plain_queue=False
+    )
+    log = tmp_path / "consumer.log"
+    with log.open("wb") as out, mock.patch.dict(os.environ, env):
+        proc = spawn(consumer, loglevel="info", stdout=out, stderr=subprocess.STDOUT)
+    try:
+        with psycopg.connect(isolated_database, autocommit=True) as conn:
+            found = helpers.wait_until(
+                lambda: [r for r in workers_store.alive(conn=conn, within=30) if r.name == consumer.name],
+                timeout=120,
+                what="the spawned consumer's heartbeat",
+            )
+            (row,) = found
+            assert (row.pid, row.supervisor_pid) == (proc.pid, os.getpid())
+            assert (row.lanes, row.devices, row.threads, row.queues) == (["batch"], ["cpu"], 1, ["embedq.cpu.batch"])
+            with EmbedQ(get_settings(env, env_file=False)) as eq:
+                assert eq.encode(helpers.unique_texts(2), lane="batch").result(timeout=120).shape == (2, 384)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+            assert not [r for r in workers_store.alive(conn=conn, within=30) if r.name == consumer.name]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
