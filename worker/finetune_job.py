@@ -11,6 +11,8 @@ collections and classifiers resolve the name to the new version.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,12 @@ from worker.store.jobs import Claim
 
 MODEL = "model"
 """The sentence-transformers folder inside a fine-tune's artifact."""
+
+
+def pairs_fingerprint(pairs: list[list[Any]]) -> str:
+    """sha256 (hex) of the training pairs as a multiset: the same pairs in any order give the same value."""
+    canonical = sorted(json.dumps(pair, ensure_ascii=True, separators=(",", ":")) for pair in pairs)
+    return hashlib.sha256("\n".join(canonical).encode()).hexdigest()
 
 
 def run_fine_tune(rt: Runtime, claim: Claim) -> dict[str, Any]:
@@ -69,12 +77,10 @@ def run_fine_tune(rt: Runtime, claim: Claim) -> dict[str, Any]:
     def store(_skip_existing: bool) -> None:
         row = record_model(rt.conn, request.name, path, loaded, dtype=rt.dtype, source="fine-tune", register=True)
         metrics = {key: trained.get(key) for key in ("before", "after", "after_by_dim") if key in trained}
+        recipe = {key: value for key, value in trained.items() if key not in metrics}
+        recipe["fingerprint"] = pairs_fingerprint(request.pairs)
         models_store.set_lineage(
-            conn=rt.conn,
-            model_id=row.id,
-            parent_id=base_id,
-            metrics=metrics,
-            config={"fine_tune": {key: value for key, value in trained.items() if key not in metrics}},
+            conn=rt.conn, model_id=row.id, parent_id=base_id, metrics=metrics, config={"fine_tune": recipe}
         )
         summary.update(
             {
@@ -84,6 +90,7 @@ def run_fine_tune(rt: Runtime, claim: Claim) -> dict[str, Any]:
                 "base": request.model,
                 "base_model_id": base_id,
                 "artifact_path": str(path),
+                "fingerprint": recipe["fingerprint"],
                 **trained,
             }
         )

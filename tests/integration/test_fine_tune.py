@@ -46,7 +46,7 @@ def test_fine_tune_registers_a_model_used_by_encode_collections_and_classifiers(
     assert result["model"] == model and result["base"] == "all-MiniLM-L6-v2"
     assert result["steps"] == 4
     assert set(result["before"]) >= {"spearman"} and set(result["after"]) >= {"spearman"}
-    assert Path(result["artifact_path"]).is_dir()
+    assert Path(result["artifact_path"]).is_dir() and len(result["fingerprint"]) == 64
     assert model in eq.models()
 
     texts = helpers.banking_texts(3)
