@@ -7,10 +7,43 @@ from collections.abc import Sequence
 
 import numpy as np
 import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from api_client import pgcopy
 
 _STAGE = "embedq_stage_embeddings"
+
+
+class Float4Array:
+    """Float32 values sent as one binary ``real[]`` parameter, flattened.
+
+    psycopg dumps a Python list float by float (about 3 ms for two vectors of
+    384 dimensions); this dumps the whole array with numpy (about 0.1 ms).
+    """
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+
+class _Float4ArrayDumper(Dumper):
+    """PostgreSQL's binary array format: ndim, no nulls, element oid, (size, lower bound), then (length, value)s."""
+
+    format = Format.BINARY
+    oid = psycopg.postgres.types["float4"].array_oid
+    _element = psycopg.postgres.types["float4"].oid
+
+    def dump(self, obj: Float4Array) -> bytes:
+        flat = np.asarray(obj.values, dtype=np.float32).ravel()
+        if not flat.size:
+            return np.array([0, 0, self._element], dtype=">i4").tobytes()
+        items = np.empty(flat.size, dtype=[("length", ">i4"), ("value", ">f4")])
+        items["length"] = 4
+        items["value"] = flat
+        return np.array([1, 0, self._element, flat.size, 1], dtype=">i4").tobytes() + items.tobytes()
+
+
+psycopg.adapters.register_dumper(Float4Array, _Float4ArrayDumper)
 
 
 def cached_keys(*, conn: psycopg.Connection, model_id: int, keys: Sequence[bytes]) -> set[bytes]:

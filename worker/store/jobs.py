@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from api_client.errors import AttemptsExhausted, EmbedQError, WrongKind
 from api_client.states import JobKind, JobStatus
 from api_client.store.jobs import NOTICE_JSON, RESULT_CHANNEL
+from worker.store.embeddings import Float4Array
 
 _RELAXED = "(SELECT set_config('synchronous_commit', 'off', true)) AS relaxed"
 """Joined into a one-statement transaction: its commit does not wait for the WAL flush (see the module docstring)."""
@@ -206,7 +207,7 @@ def finish_encode_job(
         _FINISH_ENCODE,
         {
             "model_id": model_id,
-            "values": new_vectors.astype(np.float64).ravel().tolist(),
+            "values": Float4Array(new_vectors),
             "dim": int(new_vectors.shape[1]) if new_vectors.ndim == 2 else 0,
             "new_keys": list(new_keys),
             "result": Jsonb(result),
