@@ -45,7 +45,7 @@ class Consumer:
     """One Celery worker process of an ``embedq worker``: what it consumes and the settings it runs with."""
 
     name: str
-    """Celery node name (``%h`` expanded): ``<node>/<role>``, e.g. ``embedq@host/interactive``; the
+    """Celery node name (``%h`` expanded): ``<node>:<role>``, e.g. ``embedq@host:interactive``; the
     node's own name when it is the worker's only consumer."""
     node: str
     """The ``embedq worker``'s own name, shared by its consumers."""
@@ -80,8 +80,12 @@ def expand_name(name: str) -> str:
 
 
 def consumer_name(node: str, role: str) -> str:
-    """``embedq@host`` and ``batch`` -> ``embedq@host/batch``: the worker's name stays a prefix of its consumers'."""
-    return f"{node}/{role}"
+    """``embedq@host`` and ``batch`` -> ``embedq@host:batch``.
+
+    The worker's name stays a prefix of its consumers', and a consumer's name has no ``/``: a job's
+    ``jobs.worker`` is ``<consumer name>/<pid>``, whose first ``/``-part is the ``workers.name``.
+    """
+    return f"{node}:{role}"
 
 
 def cpu_threads(cores: int, processes: int) -> int:

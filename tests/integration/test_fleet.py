@@ -65,9 +65,9 @@ def test_a_single_text_job_finishes_while_a_long_batch_job_runs_and_fleet_shows_
         out = embedq(["fleet", "--json"], worker_env)
         assert out.returncode == 0, out.stderr.decode()
         consumers = {row["name"]: row for row in json.loads(out.stdout)["workers"] if row["node"] == NODE}
-        assert consumers[f"{NODE}/batch"]["running"] == [batch.id]
-        assert consumers[f"{NODE}/interactive"]["running"] == []
-        assert consumers[f"{NODE}/interactive"]["lanes"] == ["interactive"]
+        assert consumers[f"{NODE}:batch"]["running"] == [batch.id]
+        assert consumers[f"{NODE}:interactive"]["running"] == []
+        assert consumers[f"{NODE}:interactive"]["lanes"] == ["interactive"]
 
         single = eq.encode(helpers.unique_texts(1))
         assert single.result(timeout=60).shape == (1, 384)
@@ -82,8 +82,8 @@ def test_fleet_lists_the_live_worker_with_its_lanes_and_backend(eq, worker_env) 
     out = embedq(["fleet"], worker_env)
     assert out.returncode == 0, out.stderr.decode()
     text = out.stdout.decode()
-    assert f"{NODE}/interactive  cpu  lanes interactive  backend" in text
-    assert f"{NODE}/batch  cpu  lanes batch  backend" in text
+    assert f"{NODE}:interactive  cpu  lanes interactive  backend" in text
+    assert f"{NODE}:batch  cpu  lanes batch  backend" in text
     assert "queues  embedq.cpu.batch" in text
 
 
@@ -137,7 +137,7 @@ def test_a_consumer_that_dies_takes_its_worker_down_with_it(
     worker = helpers.start_worker(env, isolated_database, "doomed@%h", log)
     try:
         with psycopg.connect(isolated_database, autocommit=True) as conn:
-            rows = {row.name.rsplit("/", 1)[1]: row for row in workers_store.alive(conn=conn, within=30)}
+            rows = {row.name.rsplit(":", 1)[1]: row for row in workers_store.alive(conn=conn, within=30)}
         os.kill(rows["interactive"].pid, signal.SIGKILL)
         assert worker.wait(timeout=60) == 1, log.read_text()[-3000:]  # the batch consumer was stopped too
         assert not psutil.pid_exists(rows["batch"].pid) or psutil.Process(rows["batch"].pid).status() == "zombie"

@@ -26,14 +26,14 @@ HOST = socket.gethostname()
 
 
 def by_role(consumers: list[Consumer]) -> dict[str, Consumer]:
-    return {consumer.name.rsplit("/", 1)[-1]: consumer for consumer in consumers}
+    return {consumer.name.rsplit(":", 1)[-1]: consumer for consumer in consumers}
 
 
 def test_a_default_cpu_worker_gives_the_interactive_lane_a_process_of_its_own() -> None:
     consumers = by_role(plan(name="embedq@%h", hardware="cpu", cores=2))
     assert set(consumers) == {"interactive", "batch"}
     interactive, batch = consumers["interactive"], consumers["batch"]
-    assert interactive.name == f"embedq@{HOST}/interactive" and batch.name == f"embedq@{HOST}/batch"
+    assert interactive.name == f"embedq@{HOST}:interactive" and batch.name == f"embedq@{HOST}:batch"
     assert interactive.node == batch.node == f"embedq@{HOST}"
     assert interactive.queues == ("embedq.cpu.interactive", "celery")
     assert batch.queues == ("embedq.cpu.batch",)
@@ -67,7 +67,7 @@ def test_one_lane_or_shared_lanes_run_one_consumer_named_as_the_worker() -> None
 
 def test_a_gpu_worker_runs_one_process_per_device_that_sees_only_its_device() -> None:
     consumers = plan(name="g@%h", hardware="gpu", cores=16, devices=("0", "1"), backend="torch")
-    assert [c.name for c in consumers] == [f"g@{HOST}/gpu0", f"g@{HOST}/gpu1"]
+    assert [c.name for c in consumers] == [f"g@{HOST}:gpu0", f"g@{HOST}:gpu1"]
     assert [c.env["CUDA_VISIBLE_DEVICES"] for c in consumers] == ["0", "1"]
     assert [c.device for c in consumers] == ["0", "1"]
     for consumer in consumers:
@@ -109,8 +109,8 @@ def row(name: str, *, node: str | None, pid: int, supervisor: int | None, consum
 
 
 def test_a_worker_is_ready_once_every_consumer_it_started_heartbeats() -> None:
-    first = row("w@h/interactive", node="w@h", pid=11, supervisor=10, consumers=2)
-    second = row("w@h/batch", node="w@h", pid=12, supervisor=10, consumers=2)
+    first = row("w@h:interactive", node="w@h", pid=11, supervisor=10, consumers=2)
+    second = row("w@h:batch", node="w@h", pid=12, supervisor=10, consumers=2)
     assert not consuming([first], "w@h", 10)
     assert consuming([first, second], "w@h", 10)
     assert not consuming([first, second], "w@h", 99)  # an earlier worker of the same name
@@ -140,7 +140,7 @@ def info(status: JobStatus, queue: str = "embedq.gpu.batch") -> JobInfo:
 
 def test_a_queued_job_says_whether_a_live_worker_consumes_its_queue() -> None:
     queued = info(JobStatus.QUEUED)
-    assert "1 live consumer(s) take from: g@h/gpu0" in status_detail(queued, consumers=["g@h/gpu0"], consumed=set())
+    assert "1 live consumer(s) take from: g@h:gpu0" in status_detail(queued, consumers=["g@h:gpu0"], consumed=set())
     moved = status_detail(queued, consumers=[], consumed={"embedq.cpu.batch", "embedq.cpu.interactive"})
     assert "which no live worker consumes" in moved and "the sweeper re-sends it to embedq.cpu.batch" in moved
     stuck = status_detail(queued, consumers=[], consumed={"celery"})

@@ -180,7 +180,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--loglevel", default="info", help="log level (default info)")
     p.add_argument(
-        "--name", default="embedq@%h", help="worker name (default embedq@%%h); its consumers are NAME/<role>"
+        "--name", default="embedq@%h", help="worker name (default embedq@%%h); its consumers are NAME:<role>"
     )
     p.add_argument("--preload", help="model each worker process loads at start")
     p.add_argument("--no-sweeper", action="store_true", help="do not run the sweeper in this worker")
