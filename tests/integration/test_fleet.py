@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -175,3 +176,24 @@ def test_a_spawned_consumer_runs_its_spec_in_a_fresh_interpreter(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_consumers_stop_when_their_embedq_worker_is_killed(
+    isolated_database: str, broker_url: str, tmp_path: Path
+) -> None:
+    env = helpers.worker_env(helpers.other_redis_db(broker_url), isolated_database)
+    worker = helpers.start_worker(env, isolated_database, "orphaned@%h", tmp_path / "worker.log")
+    try:
+        with psycopg.connect(isolated_database, autocommit=True) as conn:
+            pids = [row.pid for row in workers_store.alive(conn=conn, within=30)]
+        assert len(pids) == 2
+        os.kill(worker.pid, signal.SIGKILL)  # the supervisor alone, as an OOM killer would
+        worker.wait()
+
+        def gone() -> bool:
+            return not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids)
+
+        helpers.wait_until(gone, timeout=60, what="the consumers to stop with their supervisor")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
