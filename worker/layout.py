@@ -7,8 +7,8 @@ oversubscribing them: the batch processes split the cores between them and
 run at a lower priority (``nice``), so they use every core while the
 interactive process is idle and yield the CPU to it while it works; the
 interactive process runs one intra-op thread, enough for the small jobs its
-lane takes. Measured on a 2-core machine (torch, all-MiniLM-L6-v2, see
-docs/operations.md): with a busy neighbour process torch on 2 threads fell
+lane takes. Measured on a 2-core machine (torch, all-MiniLM-L6-v2; more in
+docs/configuration.md, "The process layout"): with a busy neighbour process torch on 2 threads fell
 from 437 to 125 texts/s while 1 thread held 235, which is why each process's
 threads are set with the processes, never left to the libraries' default of
 one per core.
@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass, field, replace
 from api_client.routing import LANES, queue_name
 
 PLAIN_QUEUE = "celery"
-"""Celery's default queue, consumed by the interactive consumer (see ``plan``)."""
+"""Celery's default queue (``api_client.celery_conf.PLAIN_QUEUE``, not imported here to keep the command line
+light), consumed by the first consumer: the interactive one on CPU."""
 
 BATCH_NICE = 10
 """Niceness of batch consumers on CPU: they yield the cores to the interactive process while it works."""
@@ -116,7 +117,7 @@ def plan(
         hardware: ``cpu`` or ``gpu``.
         lanes: the lanes it serves.
         cores: usable CPU cores of the machine.
-        concurrency: pool processes of the batch consumer (CPU), or of the one consumer when ``shared``.
+        concurrency: pool processes of the batch consumer (CPU), or of the only one (one lane, or ``shared``).
         interactive_concurrency: pool processes of the interactive consumer (CPU).
         devices: CUDA device ids, one consumer each (``gpu`` only; at least one).
         backend: the backend setting every process gets (``EMBEDQ_BACKEND``).

@@ -37,6 +37,8 @@ log = logging.getLogger("embedq.worker")
 POLL = 0.2
 """Seconds between two looks at the consumers."""
 
+LIBRARY_POOLS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
 
 def command(consumer: Consumer, *, loglevel: str, supervisor: int) -> list[str]:
     """The command line that runs ``consumer``."""
@@ -122,6 +124,18 @@ def _signal_all(procs: Sequence[Forked | subprocess.Popen[Any]], sig: signal.Sig
             proc.send_signal(sig)
 
 
+def _size_library_pools(consumers: Sequence[Consumer]) -> None:
+    """Size the thread pools libraries create when they load (OpenBLAS, MKL, OpenMP) for the forked consumers.
+
+    They load here, before the fork, so the consumers' own variables come too late for them: the largest
+    CPU consumer's thread count bounds them instead (unless the environment already sets them).
+    """
+    threads = max((c.threads for c in consumers if c.hardware == "cpu"), default=0)
+    if threads:
+        for variable in LIBRARY_POOLS:
+            os.environ.setdefault(variable, str(threads))
+
+
 def supervise(consumers: Sequence[Consumer], *, loglevel: str) -> int:
     """Run ``consumers`` until they stop; returns the worker's exit status."""
     received: list[int] = []
@@ -129,6 +143,7 @@ def supervise(consumers: Sequence[Consumer], *, loglevel: str) -> int:
     def on_signal(signum: int, _frame: Any) -> None:
         received.append(signum)
 
+    _size_library_pools(consumers)
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     procs: list[Forked | subprocess.Popen[Any]] = []
     status = 0

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from api_client.celery_conf import thresholds
+from api_client.celery_conf import PLAIN_QUEUE, thresholds
 from api_client.fleet import status_detail
 from api_client.kinds import KINDS
 from api_client.routing import CHARS_PER_TOKEN
@@ -35,7 +35,7 @@ def test_a_default_cpu_worker_gives_the_interactive_lane_a_process_of_its_own() 
     interactive, batch = consumers["interactive"], consumers["batch"]
     assert interactive.name == f"embedq@{HOST}:interactive" and batch.name == f"embedq@{HOST}:batch"
     assert interactive.node == batch.node == f"embedq@{HOST}"
-    assert interactive.queues == ("embedq.cpu.interactive", "celery")
+    assert interactive.queues == ("embedq.cpu.interactive", PLAIN_QUEUE)
     assert batch.queues == ("embedq.cpu.batch",)
     # The interactive process runs one thread at normal priority; the batch one takes the cores, niced.
     assert (interactive.threads, interactive.nice) == (1, 0)
