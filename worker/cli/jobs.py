@@ -165,7 +165,11 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_job(args: argparse.Namespace) -> int:
     with client() as eq:
-        print(json.dumps(eq.job(args.id).info().as_json(), indent=2))
+        job = eq.job(args.id)
+        shown = job.info().as_json()
+        if not JobStatus(shown["status"]).terminal:
+            shown["status_detail"] = job.status_detail()  # who takes it, or that no live consumer does
+        print(json.dumps(shown, indent=2))
     return 0
 
 
@@ -228,7 +232,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "job",
         help="show one job as JSON",
-        description="Print one job's row as JSON: status, progress, attempts, result summary, error.",
+        description="Print one job's row as JSON: status, progress, attempts, result summary, error; for a job "
+        "not finished yet also status_detail: which worker takes or runs it, or that no live worker consumes "
+        "its queue (and where the sweeper will move it).",
     )
     p.add_argument("id", help="the job id")
     p.set_defaults(func=cmd_job)
