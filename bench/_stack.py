@@ -86,12 +86,15 @@ def service(
     concurrency: int = 1,
     backend: str | None = None,
     extra_env: dict[str, str] | None = None,
+    default_threads: bool = False,
 ) -> Iterator[EmbedQ]:
     """A client of a running service with ``workers`` fresh bench workers; everything is stopped on exit.
 
     Each worker is one ``embedq worker --concurrency concurrency`` (a main process and that many pool
     processes); every pool process runs ``threads`` torch threads (default: the cores shared out among all
     ``workers * concurrency`` of them), so the fleet never asks for more threads than there are cores.
+    ``default_threads`` leaves the threads to the worker's own layout (EMBEDQ_TORCH_THREADS unset).
+    ``backend`` sets EMBEDQ_BACKEND; other than torch, the model's ONNX backends are gated first.
     """
     import migrations
     from worker.stack import spawn_worker, stop_worker, wait_ready
@@ -108,7 +111,7 @@ def service(
             "EMBEDQ_BROKER_URL": broker_url,
             "EMBEDQ_DATABASE_URL": database_url,
             "EMBEDQ_DATA_DIR": str(tmp),
-            "EMBEDQ_TORCH_THREADS": str(threads),
+            **({} if default_threads else {"EMBEDQ_TORCH_THREADS": str(threads)}),
             **({"EMBEDQ_BACKEND": backend} if backend else {}),
             **(extra_env or {}),
         }
