@@ -179,7 +179,7 @@ def parse_train_request(raw: Any, limits: Limits) -> TrainRequest:
         raise BadRequest(
             "min_answered, target_precision: give one abstention target, not both", detail={"field": "min_answered"}
         )
-    _check_classes(labels, options.method)
+    _check_classes(list(labels), options.method)
     model = check_model_name(options.model) if options.model is not None else None
     fields = {**options.model_dump(), "model": model}
     return TrainRequest.model_construct(**fields, name=name, texts=texts, labels=list(labels))

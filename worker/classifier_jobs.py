@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from api_client.errors import UnknownClassifier
 from api_client.schemas import Limits
 from api_client.schemas_classifiers import ClassifyRequest, TrainRequest, parse_classify_request, parse_train_request
 from api_client.store import classifiers as classifiers_read
@@ -48,7 +49,7 @@ def _embed(
     rt: Runtime, model: LoadedModel, model_id: int, texts: list[str], *, batch_size: int, progress: Progress | None
 ) -> tuple[np.ndarray, Lookup]:
     vectors, lookup = cached_vectors(
-        rt, model=model, model_id=model_id, texts=texts, batch_size=batch_size, progress=progress or _Uncounted()
+        rt, model=model, model_id=model_id, texts=texts, batch_size=batch_size, progress=progress or _UNCOUNTED
     )
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -62,6 +63,9 @@ class _Uncounted:
 
     def beat(self, done: int) -> None:
         self.done = done
+
+
+_UNCOUNTED = cast(Progress, _Uncounted())
 
 
 def run_classify(rt: Runtime, claim: Claim) -> dict[str, Any]:
@@ -137,6 +141,10 @@ def run_train(rt: Runtime, claim: Claim) -> dict[str, Any]:
         locked = rt.conn.execute(
             "SELECT id, active_version FROM classifiers WHERE name = %s FOR UPDATE", (request.name,)
         ).fetchone()
+        if locked is None:  # deleted while training
+            raise UnknownClassifier(
+                f"classifier {request.name!r} no longer exists", detail={"classifier": request.name}
+            )
         better = rival is None or metrics.get("macro_f1", 0.0) > rival
         activate = locked[1] is None or (request.auto_promote and better)
         version = classifiers_read.insert_version(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from api_client.schemas import Limits
-from api_client.schemas_classifiers import parse_fine_tune_request
+from api_client.schemas_classifiers import default_name, parse_fine_tune_request
 from tasks.artifacts import write_artifact
 from worker.cache import commit
 from worker.classifier_jobs import clear_attempts, model_path
@@ -71,12 +71,15 @@ def run_fine_tune(rt: Runtime, claim: Claim) -> dict[str, Any]:
     meta = {"model": request.name, "base": request.model, "base_sha256": base.sha256, "job_id": claim.job_id}
     artifact = write_artifact(root, "models", claim.job_id, f"attempt-{claim.attempt}", write, meta)
     path = artifact / MODEL
-    loaded = rt.registry.load(request.name, path)
+    name = request.name or default_name(request.model)  # the parser always sets it
+    loaded = rt.registry.load(name, path)
     summary: dict[str, Any] = {}
 
     def store(_skip_existing: bool) -> None:
-        row = record_model(rt.conn, request.name, path, loaded, dtype=rt.dtype, source="fine-tune", register=True)
-        metrics = {key: trained.get(key) for key in ("before", "after", "after_by_dim") if key in trained}
+        row = record_model(rt.conn, name, path, loaded, dtype=rt.dtype, source="fine-tune", register=True)
+        metrics: dict[str, Any] = {
+            key: trained.get(key) for key in ("before", "after", "after_by_dim") if key in trained
+        }
         recipe = {key: value for key, value in trained.items() if key not in metrics}
         recipe["fingerprint"] = pairs_fingerprint(request.pairs)
         models_store.set_lineage(
@@ -84,7 +87,7 @@ def run_fine_tune(rt: Runtime, claim: Claim) -> dict[str, Any]:
         )
         summary.update(
             {
-                "model": request.name,
+                "model": name,
                 "model_id": row.id,
                 "model_version": loaded.sha256[:12],
                 "base": request.model,

@@ -39,7 +39,7 @@ def run_triage(rt: Runtime, claim: Claim) -> dict[str, Any]:
         {"collection": request.collection, "queries": request.texts, "k": request.k, "batch_size": request.batch_size}
     )
     hits, searched = search(rt, search_request)
-    records = [
+    records: list[dict[str, Any]] = [
         {
             "category": prediction,
             "similar": similar,

@@ -119,9 +119,12 @@ def add_anchor_version(*, conn: psycopg.Connection, name: str, labels: dict[str,
     Active at once when the classifier has no active version yet.
     """
     with conn.transaction():
-        classifier_id, active = conn.execute(
+        locked = conn.execute(
             "SELECT id, active_version FROM classifiers WHERE name = %s FOR UPDATE", (name,)
         ).fetchone()
+        if locked is None:
+            raise _unknown(conn, name, None)
+        classifier_id, active = locked
         latest = conn.execute(
             "SELECT params FROM classifier_versions WHERE classifier_id = %s AND method = %s "
             "ORDER BY version DESC LIMIT 1",
@@ -159,7 +162,7 @@ def insert_version(
     job_id: str | None = None,
 ) -> int:
     """Insert the next version of a classifier (its row must be locked by the caller); its number."""
-    version = conn.execute(
+    row = conn.execute(
         "INSERT INTO classifier_versions (classifier_id, version, method, labels, params, metrics, threshold, "
         "fingerprint, parent_version, model_id, artifact_path, sha256, job_id) "
         "SELECT %s, coalesce(max(version), 0) + 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s "
@@ -179,7 +182,9 @@ def insert_version(
             job_id,
             classifier_id,
         ),
-    ).fetchone()[0]
+    ).fetchone()
+    assert row is not None  # INSERT ... SELECT of an aggregate inserts one row
+    version = int(row[0])
     if activate:
         _activate(conn, classifier_id, version)
     return version
