@@ -62,10 +62,12 @@ def pair(isolated_database: str, broker_url: str, tmp_path: Path) -> Iterator[Pa
 
 
 def chunk_rows(database_url: str, parent_id: str) -> list[tuple]:
-    """``(chunk_index, status, worker node, attempts)`` of each chunk."""
+    """``(chunk_index, status, worker node, attempts)`` of each chunk (the node: the consumer's name without
+    its ``:<lane>`` suffix)."""
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
-            "SELECT chunk_index, status, split_part(worker, '/', 1), attempts FROM jobs "
+            "SELECT chunk_index, status, regexp_replace(split_part(worker, '/', 1), ':[a-z0-9]+$', ''), attempts "
+            "FROM jobs "
             "WHERE parent_id = %s ORDER BY chunk_index",
             (parent_id,),
         ).fetchall()
