@@ -27,7 +27,8 @@ from api_client.schemas import (
     parse_options,
     require_object,
 )
-from api_client.schemas_collections import SLUG, check_collection_name
+from api_client.schemas_collections import check_collection_name
+from api_client.schemas_collections import check_name as check_slug_name
 
 METHODS: tuple[str, ...] = ("logreg", "linear_svc", "knn", "mlp", "setfit")
 """Trained classifier methods: heads on frozen embeddings (seconds), or SetFit (fine-tunes the encoder: minutes)."""
@@ -48,14 +49,8 @@ Loss = Literal["mnrl", "cosent"]
 
 
 def check_name(name: Any, field: str = "name") -> str:
-    """A classifier or model name: a slug of lower-case letters, digits, ``-`` and ``_`` (at most 63 characters)."""
-    if not isinstance(name, str) or not SLUG.match(name):
-        raise BadRequest(
-            f"{field}: {ascii(name)[:80]} is not a valid name: use 1 to 63 lower-case letters, digits, "
-            "'-' or '_', starting with a letter or digit",
-            detail={"field": field},
-        )
-    return name
+    """A classifier or model name: a slug, as a collection's (``schemas_collections.check_name``)."""
+    return check_slug_name(name, field)
 
 
 class _Strict(BaseModel):

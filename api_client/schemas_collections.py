@@ -25,15 +25,21 @@ INCLUDE: tuple[str, ...] = ("text", "metadata")
 MAX_ID_CHARS = 512
 
 
-def check_collection_name(name: Any) -> str:
-    """A collection name: a slug of lower-case letters, digits, ``-`` and ``_`` (at most 63 characters)."""
+def check_name(name: Any, field: str) -> str:
+    """A name of ``field`` (a collection, classifier or model): a slug of lower-case letters, digits, ``-`` and
+    ``_`` (at most 63 characters)."""
     if not isinstance(name, str) or not SLUG.match(name):
         raise BadRequest(
-            f"collection: {ascii(name)[:80]} is not a valid name: use 1 to 63 lower-case letters, digits, "
+            f"{field}: {ascii(name)[:80]} is not a valid name: use 1 to 63 lower-case letters, digits, "
             "'-' or '_', starting with a letter or digit",
-            detail={"field": "collection"},
+            detail={"field": field},
         )
     return name
+
+
+def check_collection_name(name: Any) -> str:
+    """A collection name (``check_name``)."""
+    return check_name(name, "collection")
 
 
 class _Options(BaseModel):
