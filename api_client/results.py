@@ -64,13 +64,17 @@ def _prediction(output: dict[str, Any]) -> dict[str, Any]:
     return {**output, "top": [(label, score) for label, score in output["top"]]}
 
 
+def _items(conn: psycopg.Connection, info: JobInfo) -> list[dict[str, Any]]:
+    """A job's ``item_results`` outputs, in item order."""
+    rows = conn.execute("SELECT output FROM item_results WHERE job_id = %s ORDER BY item", (info.id,)).fetchall()
+    return [row[0] for row in rows]
+
+
 def read_predictions(conn: psycopg.Connection, info: JobInfo) -> list[dict[str, Any]]:
     """A classify job's predictions, one per text: ``{"label", "score", "top": [(label, score)], "abstained"}``."""
-    rows = conn.execute("SELECT output FROM item_results WHERE job_id = %s ORDER BY item", (info.id,)).fetchall()
-    return [_prediction(row[0]) for row in rows]
+    return [_prediction(output) for output in _items(conn, info)]
 
 
 def read_triage(conn: psycopg.Connection, info: JobInfo) -> list[dict[str, Any]]:
     """A triage job's records, one per text: ``{"category", "similar", "duplicates"}``."""
-    rows = conn.execute("SELECT output FROM item_results WHERE job_id = %s ORDER BY item", (info.id,)).fetchall()
-    return [{**row[0], "category": _prediction(row[0]["category"])} for row in rows]
+    return [{**output, "category": _prediction(output["category"])} for output in _items(conn, info)]

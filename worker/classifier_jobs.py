@@ -127,11 +127,11 @@ def run_train(rt: Runtime, claim: Claim) -> dict[str, Any]:
     head: core.Head = trained["head"]
     if request.method == "setfit":
         model, model_id = setfit_body(rt, request.name, path)
-    else:
-        model, model_id = trained["model"], trained["model_id"]
-    eval_vectors = embed(
-        rt, model, model_id, [request.texts[i] for i in held_out], batch_size=request.batch_size, progress=None
-    )
+        eval_vectors = embed(
+            rt, model, model_id, [request.texts[i] for i in held_out], batch_size=request.batch_size, progress=None
+        )
+    else:  # the frozen encoder's vectors of every text are at hand
+        model_id, eval_vectors = trained["model_id"], trained["vectors"][held_out]
     metrics = _evaluate(head, eval_vectors, labels[held_out], request)
     rival = _active_score(rt, classifier, eval_vectors, labels[held_out], model_id)
     params = {**core.DEFAULTS.get(request.method, {}), **request.params, "seed": request.seed}
@@ -211,8 +211,8 @@ def _train_head(rt: Runtime, claim: Claim, request: TrainRequest, model_name: st
     encoded = len(lookup.missing)
     return {
         "head": head,
-        "model": model,
         "model_id": model_id,
+        "vectors": vectors,
         "cached": len(lookup.unique) - encoded,
         "encoded": encoded,
     }
