@@ -86,13 +86,24 @@ class Settings(BaseModel):
     sweeper: bool = True
     preload: str | None = None
 
-    # Backends (api_client/backends.py): what a CPU worker computes with when a request names
-    # none. `auto` serves the fastest one whose quality gate passed for the model version
-    # (STS Benchmark dev Spearman within gate_tolerance of torch fp32's), torch until then.
-    # gate_pairs: dev pairs the gate uses (0: all 1,500; fewer only to make tests short).
+    # Backends (api_client/backends.py). Requests that name none get the backend promoted for
+    # the model version fleet-wide (embedq models promote), torch while none is. `backend` is
+    # what `embedq up` / `embedq worker` do at start when the preload model has no promotion
+    # yet: auto gates this CPU's backends and promotes the fastest that passed, a backend name
+    # gates and promotes that one, torch gates nothing.
+    # The gate (tasks/gate.py): STS dev Spearman within gate_tolerance of torch fp32's, batch
+    # invariance, paraphrase pairs and top-10 search against torch. The sizes of its data
+    # (0: all of it: 1,500 pairs, 2,000 paraphrase texts, 20,000 documents, 1,000 queries)
+    # are smaller only to make tests short.
     backend: Backend = "auto"
+    # Seconds a worker reuses a model name's resolved version and backend: how soon a promotion
+    # (or a re-registered model) reaches running workers.
+    model_recheck: float = Field(5.0, ge=0)
     gate_tolerance: float = Field(0.005, ge=0)
     gate_pairs: int = Field(0, ge=0)
+    gate_paraphrase_texts: int = Field(0, ge=0)
+    gate_documents: int = Field(0, ge=0)
+    gate_queries: int = Field(0, ge=0)
 
     # Routing thresholds (see api_client/routing.py): characters stand for tokens, 4 to a token.
     interactive_max_items: int = Field(INTERACTIVE_MAX_ITEMS, ge=1)

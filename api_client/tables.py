@@ -38,6 +38,18 @@ models = sa.Table(
     sa.UniqueConstraint("name", "sha256", "dtype", "backend", name="models_name_sha256_dtype_backend_key"),
 )
 
+model_serving = sa.Table(
+    "model_serving",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("sha256", sa.Text, primary_key=True),
+    sa.Column("dtype", sa.Text, primary_key=True),
+    sa.Column("backend", sa.Text, nullable=False),
+    sa.Column("promoted_by", sa.Text, nullable=False),
+    sa.Column("promoted_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("history", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+)
+
 jobs = sa.Table(
     "jobs",
     metadata,
@@ -68,6 +80,7 @@ jobs = sa.Table(
     sa.Column("chunks", sa.Integer, nullable=False, server_default="0"),
     sa.Column("chunks_done", sa.Integer, nullable=False, server_default="0"),
     sa.Column("finalize", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("model_id", sa.Integer, sa.ForeignKey("models.id", name="jobs_model_id_fkey")),
     sa.CheckConstraint(f"status IN {JOB_STATUSES}", name="jobs_status_check"),
     sa.Index("jobs_created_at_idx", sa.text("created_at DESC")),
     sa.Index("jobs_open_idx", "status", "queue", postgresql_where=sa.text("status IN ('queued', 'running')")),

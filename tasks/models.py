@@ -23,8 +23,8 @@ from typing import Any
 
 from api_client import catalog
 from api_client.errors import ArtifactCorrupt, BadRequest, UnknownModel
+from tasks import backends
 from tasks.artifacts import folder_sha256, verify_artifact
-from tasks.backends import load_kwargs
 
 
 @dataclass
@@ -166,11 +166,15 @@ class ModelRegistry:
     def _load(self, name: str, path: Path, sha256: str, *, backend: str = "torch") -> LoadedModel:
         from sentence_transformers import SentenceTransformer
 
-        kwargs: dict[str, Any] = load_kwargs(backend, threads=self.threads) or {"backend": "torch"}
         try:
-            model = SentenceTransformer(
-                str(path), device=self.device, local_files_only=True, trust_remote_code=False, **kwargs
-            )
+            if backend == "torch":
+                model = SentenceTransformer(
+                    str(path), device=self.device, local_files_only=True, trust_remote_code=False
+                )
+            else:
+                model = backends.load(backend, path, threads=self.threads)
+        except backends.BackendUnavailable as exc:
+            raise UnknownModel(f"model {name!r} cannot run on {backend} here: {exc}", detail={"model": name}) from exc
         except (OSError, ValueError) as exc:
             raise UnknownModel(
                 f"model {name!r} could not be loaded from {path}: {exc}", detail={"model": name}

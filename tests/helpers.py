@@ -92,7 +92,7 @@ def start_worker(env: dict[str, str], database_url: str, name: str, log: Path, *
 
 def clean(conn: psycopg.Connection) -> None:
     """Empty the job and cache tables (models and calibration ranges stay)."""
-    conn.execute("TRUNCATE jobs, encode_outputs, embeddings, job_arrays, collections CASCADE")
+    conn.execute("TRUNCATE jobs, encode_outputs, embeddings, job_arrays, collections, model_serving CASCADE")
 
 
 @cache

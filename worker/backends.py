@@ -1,23 +1,24 @@
-"""Backends behind the quality gate: building their files once, gating them, choosing one per job.
+"""Backends behind the quality gate: building their files, gating them, promoting one, choosing one per job.
 
 A model version runs on torch fp32 from its folder, or on a faster backend
-from files exported from that folder (``tasks.backends``). Those files are
-built once per model version and backend, as an artifact under
-``<artifact root>/backend/<sha256[:32]>/<backend>`` (manifest with the sha256
-of every file), by whichever worker or ``embedq models gate`` gets there
-first: a PostgreSQL advisory lock per (version, backend) keeps two from
-building the same one. The gate (``tasks.gate``) then compares the backend's
-STS Benchmark dev Spearman with torch fp32's, and its figures go into the
-version's ``models`` row (``metrics.gate``), with the sha256 of the file it
-judged.
+from files exported from that folder (``tasks.backends``): one artifact
+under ``<artifact root>/backend/<sha256[:32]>/<export>`` (manifest with the
+sha256 of every file), built under a PostgreSQL advisory lock per (version,
+export) so two processes never build the same one. The ONNX and OpenVINO
+backends share the ONNX fp32 export; int8 has its own.
 
-``auto`` serves the fastest backend whose gate passed (int8, then ONNX fp32,
-then OpenVINO, then torch); until one has, it serves torch and starts one
-background build and gate. A backend a request names explicitly serves only
-after its gate passed, too. An artifact whose files no longer match their
-manifest is rebuilt under the lock (the export is deterministic: the rebuilt
-file has the gated sha256 again); until then ``auto`` serves torch and an
-explicit request fails with ``ArtifactCorrupt``.
+The gate (``tasks.gate``) judges a backend against torch fp32 and its record
+goes into the version's ``models`` row (``metrics.gate``, with the sha256 of
+the file it judged). Which backend a version serves to ``backend="auto"`` is
+the fleet's decision, recorded in ``model_serving`` by an explicit
+promotion (``promote``: ``embedq models promote``, or the gate the first
+``embedq up`` runs); with none recorded it is torch. Workers follow the
+record; they never switch on their own.
+
+A backend's files that are missing, or differ from the ones its gate judged,
+are rebuilt while the job waits (the export is deterministic, so the rebuilt
+file has the gated sha256 again); if they still differ the job fails with
+``ArtifactCorrupt``. A job is never moved to torch behind its back.
 """
 
 from __future__ import annotations
@@ -25,17 +26,16 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from api_client.db import connect
+from api_client.backends import requested
 from api_client.errors import ArtifactCorrupt, UnknownModel
 from api_client.settings import Settings
 from tasks import backends as core
@@ -46,12 +46,13 @@ from worker.store import backends as store
 log = logging.getLogger(__name__)
 
 KIND = "backend"
-RETRY_AFTER = 60.0
-"""Seconds before this process starts another background build of a version whose last one did not finish."""
+DTYPE = "float32"
+"""Gated backends are CPU backends: their versions compute in float32 (bf16 inside OpenVINO)."""
 
 
 def artifact_folder(root: Path, sha256: str, backend: str) -> Path:
-    return root / KIND / sha256[:32] / backend
+    """The artifact folder backend ``backend`` of version ``sha256`` runs from."""
+    return root / KIND / sha256[:32] / core.export_name(backend)
 
 
 def file_digest(folder: Path, backend: str) -> str | None:
@@ -66,30 +67,31 @@ def file_digest(folder: Path, backend: str) -> str | None:
 def ensure_artifact(root: Path, source: Path, sha256: str, backend: str) -> Path:
     """The artifact folder of ``backend`` for the model in ``source``: verified, built if missing, rebuilt if corrupt.
 
-    The caller holds the build lock of (``sha256``, ``backend``).
+    The caller holds the build lock of (``sha256``, ``backend``'s export).
     """
     folder = artifact_folder(root, sha256, backend)
+    export = core.export_name(backend)
     if folder.exists():
         try:
             verify_artifact(folder)
             return folder
         except ArtifactCorrupt as exc:
-            log.warning("rebuilding the %s files of %s: %s", backend, sha256[:12], exc.message)
+            log.warning("rebuilding the %s files of %s: %s", export, sha256[:12], exc.message)
             shutil.rmtree(folder)
     remove_stale_temps(root, KIND, sha256[:32])
     return write_artifact(
         root,
         KIND,
         sha256[:32],
-        backend,
-        lambda tmp: core.export(source, backend, tmp),
-        {"sha256": sha256, "backend": backend, "file": core.file_name(backend), "source": str(source)},
+        export,
+        lambda tmp: core.export(source, export, tmp),
+        {"sha256": sha256, "backend": export, "file": core.file_name(backend), "source": str(source)},
     )
 
 
 @dataclass(frozen=True)
 class Target:
-    """One model version to build and gate a backend for."""
+    """One model version to build, gate or run a backend for."""
 
     name: str
     source: Path
@@ -108,102 +110,218 @@ class Facts:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def gate_artifact(target: Target, folder: Path, settings: Settings, *, threads: int) -> tuple[dict[str, Any], Facts]:
-    """Run the gate of the files in ``folder`` against torch fp32: its record (not stored) and the model's facts."""
+@contextmanager
+def build_lock(conn: psycopg.Connection, target: Target) -> Iterator[None]:
+    """Hold the build lock of the target's version and export, waiting for whoever holds it."""
+    export = core.export_name(target.backend)
+    store.lock(conn, sha256=target.sha256, backend=export)
+    try:
+        yield
+    finally:
+        store.unlock(conn, sha256=target.sha256, backend=export)
+
+
+def built(conn: psycopg.Connection, settings: Settings, target: Target) -> Path:
+    """The target's artifact folder, built or rebuilt if needed, under its build lock."""
+    with build_lock(conn, target):
+        return ensure_artifact(settings.artifacts, target.source, target.sha256, target.backend)
+
+
+def _encoder(model: Any) -> gate_core.Encoder:
+    return lambda texts, batch_size: model.encode(texts, batch_size=batch_size)
+
+
+def _facts(model: Any) -> Facts:
+    return Facts(
+        dimension=model.get_embedding_dimension(),
+        max_seq_length=model.max_seq_length,
+        config={
+            "prompts": {key: value for key, value in (model.prompts or {}).items() if value is not None},
+            "default_prompt_name": model.default_prompt_name,
+        },
+    )
+
+
+def gate_data(settings: Settings) -> gate_core.GateData:
+    """The shipped gate data, cut to the settings' sizes (0 keeps a part whole)."""
+    return gate_core.shipped().sample(
+        pairs=settings.gate_pairs,
+        paraphrases=settings.gate_paraphrase_texts,
+        documents=settings.gate_documents,
+        queries=settings.gate_queries,
+    )
+
+
+def criteria(settings: Settings, backend: str) -> gate_core.Criteria:
+    """The gate's thresholds for ``backend``: the settings' tolerance, the invariance of its precision."""
+    return gate_core.Criteria(tolerance=settings.gate_tolerance, invariance=core.INVARIANCE[core.precision(backend)])
+
+
+Say = Callable[[str], None]
+
+
+def gate_version(
+    conn: psycopg.Connection,
+    settings: Settings,
+    target: Target,
+    backends: list[str],
+    *,
+    threads: int,
+    say: Say = log.info,
+    first_passing: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Build and gate ``backends`` (row names) for the target's version; ``{backend: record}``.
+
+    torch fp32 is measured once as the reference. Each record is stored in
+    its backend's ``models`` row, with the sha256 of the file it judged; a
+    backend whose build or load fails gets a failed record saying why. With
+    ``first_passing``, the backends are first timed on a few hundred
+    documents and gated fastest first, stopping at the first that passes
+    (the one a promotion would pick anyway).
+    """
     import torch
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(threads)
-    reference = SentenceTransformer(str(target.source), device="cpu", local_files_only=True, trust_remote_code=False)
-    candidate = SentenceTransformer(
-        str(folder), device="cpu", local_files_only=True, trust_remote_code=False,
-        **core.load_kwargs(target.backend, threads=threads),
-    )  # fmt: skip
-    pairs = gate_core.stsb_dev().sample(settings.gate_pairs)
-    result = gate_core.run_gate(
-        lambda texts: reference.encode(texts, batch_size=64),
-        lambda texts: candidate.encode(texts, batch_size=64),
-        pairs,
-        tolerance=settings.gate_tolerance,
+    data = gate_data(settings)
+    sizes = data.sizes()
+    say(
+        f"gate of {target.name} {target.sha256[:12]}: torch fp32 reference on {sizes['pairs']:,} STS pairs, "
+        f"{sizes['paraphrase_texts']:,} paraphrase texts, {sizes['documents']:,} documents, "
+        f"{sizes['queries']:,} queries"
     )
-    record = result.record(
-        backend=target.backend,
-        isa=core.isa(),
-        threads=threads,
-        file=core.file_name(target.backend),
-        file_sha256=file_digest(folder, target.backend),
-    )
-    facts = Facts(
-        dimension=candidate.get_embedding_dimension(),
-        max_seq_length=candidate.max_seq_length,
-        config={
-            "prompts": {key: value for key, value in (candidate.prompts or {}).items() if value is not None},
-            "default_prompt_name": candidate.default_prompt_name,
-        },
-    )
-    return record, facts
-
-
-@contextmanager
-def build_lock(conn: psycopg.Connection, target: Target, *, wait: bool) -> Iterator[bool]:
-    """Hold the build lock of the target's version and backend; yields False when another holds it and not ``wait``."""
-    if wait:
-        store.lock(conn, sha256=target.sha256, backend=target.backend)
-    elif not store.try_lock(conn, sha256=target.sha256, backend=target.backend):
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        store.unlock(conn, sha256=target.sha256, backend=target.backend)
-
-
-def build_and_gate(
-    conn: psycopg.Connection, settings: Settings, target: Target, *, wait: bool, force: bool, threads: int = 1
-) -> dict[str, Any] | None:
-    """Build the target's files if needed, gate them if needed, record the gate; returns the gate record.
-
-    Under the version's build lock. Without ``force`` a recorded gate whose
-    file still has the gated sha256 is kept as it is (only missing or corrupt
-    files are rebuilt). Returns ``None`` when another session holds the lock
-    and ``wait`` is off.
-    """
-    with build_lock(conn, target, wait=wait) as held:
-        if not held:
-            return None
-        started = time.monotonic()
-        recorded = store.gates(conn=conn, name=target.name, sha256=target.sha256, dtype="float32").get(target.backend)
-        folder = artifact_folder(settings.artifacts, target.sha256, target.backend)
-        facts = Facts()
-        try:
-            folder = ensure_artifact(settings.artifacts, target.source, target.sha256, target.backend)
-            if (
-                recorded is not None
-                and not force
-                and recorded.get("file_sha256") == file_digest(folder, target.backend)
-            ):
-                return recorded
-            record, facts = gate_artifact(target, folder, settings, threads=threads)
-        except (psycopg.Error, core.BackendUnavailable):
-            raise
-        except Exception as exc:  # the export or the candidate failed: a failed gate, so auto moves on
-            log.exception("building %s on %s failed", target.name, target.backend)
-            record = {"passed": False, "backend": target.backend, "isa": core.isa(), "error": f"{exc}"[:500]}
-        record["build_seconds"] = round(time.monotonic() - started, 3)
-        store.record_gate(
-            conn=conn,
-            name=target.name,
-            sha256=target.sha256,
-            dtype="float32",
-            backend=target.backend,
-            artifact_path=str(folder),
-            dimension=facts.dimension,
-            max_seq_length=facts.max_seq_length,
-            config={**facts.config, "source": target.source_kind, "source_path": str(target.source)},
-            gate=record,
+    started = time.monotonic()
+    torch_model = SentenceTransformer(str(target.source), device="cpu", local_files_only=True, trust_remote_code=False)
+    reference = gate_core.measure(_encoder(torch_model), data, probe=False)
+    say(f"reference: {reference.texts_per_second:,.0f} texts/s, one text {reference.one_text_ms:.1f} ms")
+    loaded: dict[str, tuple[Path, Any]] = {}
+    order = list(backends)
+    if first_passing and len(order) > 1:
+        speeds = {}
+        for backend in order:
+            try:
+                loaded[backend] = _built_and_loaded(conn, settings, replace(target, backend=backend), threads)
+                speeds[backend] = gate_core.speed(_encoder(loaded[backend][1]), data.documents[:PROBE_TEXTS])
+            except Exception as exc:  # gated below, where the failure is recorded
+                log.warning("%s could not be built or loaded: %s", backend, exc)
+                speeds[backend] = 0.0
+        order.sort(key=lambda backend: -speeds[backend])
+        say("speed on " + f"{PROBE_TEXTS} documents: " + ", ".join(f"{b} {speeds[b]:,.0f} texts/s" for b in order))
+    records = {}
+    for backend in order:
+        records[backend] = _gate_one(
+            conn, settings, replace(target, backend=backend), reference, data, threads, say, loaded.pop(backend, None)
         )
-        log.info("gate of %s %s on %s: %s", target.name, target.sha256[:12], target.backend, record)
-        return record
+        if first_passing and records[backend].get("passed"):
+            break
+    say(f"gate of {target.name} done in {time.monotonic() - started:.0f} s")
+    return records
+
+
+PROBE_TEXTS = 512
+"""Documents each backend encodes to order them by speed before the gate (``first_passing``)."""
+
+
+def _built_and_loaded(conn: psycopg.Connection, settings: Settings, target: Target, threads: int) -> tuple[Path, Any]:
+    folder = built(conn, settings, target)
+    return folder, core.load(target.backend, folder, threads=threads)
+
+
+def _gate_one(  # noqa: PLR0917 (one private call site)
+    conn: psycopg.Connection,
+    settings: Settings,
+    target: Target,
+    reference: gate_core.Measured,
+    data: gate_core.GateData,
+    threads: int,
+    say: Say,
+    loaded: tuple[Path, Any] | None = None,
+) -> dict[str, Any]:
+    started = time.monotonic()
+    folder = artifact_folder(settings.artifacts, target.sha256, target.backend)
+    facts = Facts()
+    rules = criteria(settings, target.backend)
+    try:
+        folder, model = loaded or _built_and_loaded(conn, settings, target, threads)
+        measured = gate_core.measure(_encoder(model), data, stop_above=rules.invariance)
+        result = gate_core.judge(reference, measured, data, rules)
+        facts = _facts(model)
+        record = result.record(
+            backend=target.backend,
+            precision=core.precision(target.backend),
+            isa=core.bf16_isa() if core.precision(target.backend) == "bf16" else core.isa(),
+            threads=threads,
+            file=core.file_name(target.backend),
+            file_sha256=file_digest(folder, target.backend),
+        )
+    except psycopg.Error:
+        raise
+    except Exception as exc:  # the export or the candidate failed: a failed gate
+        log.exception("building %s on %s failed", target.name, target.backend)
+        record = {"passed": False, "failed": ["build"], "backend": target.backend, "error": f"{exc}"[:500]}
+    record["build_seconds"] = round(time.monotonic() - started, 3)
+    store.record_gate(
+        conn=conn,
+        name=target.name,
+        sha256=target.sha256,
+        dtype=DTYPE,
+        backend=target.backend,
+        artifact_path=str(folder),
+        dimension=facts.dimension,
+        max_seq_length=facts.max_seq_length,
+        config={**facts.config, "source": target.source_kind, "source_path": str(target.source)},
+        gate=record,
+    )
+    say(gate_line(record))
+    return record
+
+
+def gate_line(gate: dict[str, Any]) -> str:
+    """The figures of one gate record, on one line."""
+    backend = gate.get("backend")
+    if gate.get("error"):
+        return f"{backend}: FAILED, the build failed: {gate['error']}"
+    verdict = "passed" if gate.get("passed") else f"FAILED ({', '.join(gate.get('failed') or [])})"
+    if "sts" not in gate:  # a record of an earlier release: STS Spearman only
+        return f"{backend}: {verdict}: STS dev Spearman {gate.get('spearman')} (delta {gate.get('delta')})"
+    sts, inv, para, search, speed = (gate[key] for key in ("sts", "invariance", "paraphrases", "search", "speed"))
+    if "skipped" in sts:
+        return (
+            f"{backend}: {verdict}: a text's vector depends on its batch-mates: max |d| {inv['max_abs']:.2g} "
+            f"alone vs in batches (allowed {inv['tolerance']:g}, min cosine {inv['min_cosine']:.4f})"
+        )
+    return (
+        f"{backend}: {verdict}: STS dev Spearman {sts['spearman']:.4f} (torch {sts['reference']:.4f}, "
+        f"delta {sts['delta']:+.4f}, |dcos| mean {sts['mean_dcos']:.2g}); batch invariance max |d| "
+        f"{inv['max_abs']:.2g} (<= {inv['tolerance']:g}); paraphrases@{para['threshold']} recall "
+        f"{para['recall']:.3f} precision {para['precision']:.3f}; top-{search['k']} overlap {search['overlap']:.3f}; "
+        f"{speed['texts_per_second']:,.0f} texts/s ({speed['ratio']}x torch), one text {speed['one_text_ms']:.1f} ms"
+    )
+
+
+def fastest_passed(records: dict[str, dict[str, Any]]) -> str | None:
+    """The backend with the most texts per second among those whose gate passed, or ``None``."""
+    passed = [(record["speed"]["texts_per_second"], name) for name, record in records.items() if record.get("passed")]
+    return max(passed)[1] if passed else None
+
+
+def promote(conn: psycopg.Connection, target: Target, backend: str, *, by: str) -> None:
+    """Record ``backend`` (a row name, or ``torch``) as what the target's version serves to ``auto``, fleet-wide.
+
+    Raises:
+        UnknownModel: ``backend`` has no passed gate for this version.
+    """
+    if backend != "torch":
+        gate = store.gates(conn=conn, name=target.name, sha256=target.sha256, dtype=DTYPE).get(backend)
+        if not gate or not gate.get("passed"):
+            why = "it has not been gated" if not gate else f"its gate failed ({', '.join(gate.get('failed') or [])})"
+            raise UnknownModel(
+                f"model {target.name!r} (version {target.sha256[:12]}) cannot be promoted to {backend}: {why}; "
+                f"run `embedq models gate {target.name} --backend {requested(backend)}` first",
+                detail={"model": target.name, "backend": backend},
+            )
+    store.promote(conn=conn, name=target.name, sha256=target.sha256, dtype=DTYPE, backend=backend, by=by)
+    log.info("model %s %s now serves %s (promoted by %s)", target.name, target.sha256[:12], backend, by)
 
 
 @dataclass(frozen=True)
@@ -218,100 +336,90 @@ TORCH = Choice("torch")
 
 
 class Backends:
-    """This process's view of the backends: what the CPU runs, gate records, background builds."""
+    """This process's view of the backends: what the CPU runs, what each version serves."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.isa = core.isa()
-        self._started: dict[tuple[str, str, str], float] = {}
-        self._lock = threading.Lock()
+        self.bf16 = core.bf16_isa()
 
     def choose(self, conn: psycopg.Connection, target: Target, wanted: str) -> Choice:
         """The backend to run ``target``'s version on for a request of ``wanted`` (``auto`` or a backend).
 
+        ``auto`` is the backend promoted for the version (torch while none is).
+        Files that are missing or differ from the gated ones are rebuilt here,
+        while the job waits.
+
         Raises:
-            UnknownModel: an explicitly wanted backend that this worker cannot run, or
-                whose gate has not passed for this version.
-            ArtifactCorrupt: an explicitly wanted backend whose files differ from the gated ones.
+            UnknownModel: a backend this worker cannot run, or whose gate has not passed for this version.
+            ArtifactCorrupt: rebuilt files that still differ from the gated ones.
         """
         if wanted == "torch":
             return TORCH
-        recorded = store.gates(conn=conn, name=target.name, sha256=target.sha256, dtype="float32")
+        if self.settings.hardware == "gpu" and wanted != "auto":
+            raise _refuse(target, wanted, "GPU workers run torch")
         if wanted == "auto":
-            return self._auto(target, recorded)
-        return self._explicit(target, wanted, recorded)
-
-    def _auto(self, target: Target, recorded: dict[str, dict[str, Any]]) -> Choice:
-        candidates = core.candidates(self.isa)
-        for backend in candidates:
-            gate = recorded.get(backend)
-            if gate is not None and gate.get("passed"):
-                folder = artifact_folder(self.settings.artifacts, target.sha256, backend)
-                if file_digest(folder, backend) == gate.get("file_sha256"):
-                    return Choice(backend, folder)
-                self.start(_retarget(target, backend), "its files are missing or differ from the gated ones")
-        missing = [backend for backend in candidates if backend not in recorded]
-        if missing and not any(recorded.get(backend, {}).get("passed") for backend in candidates):
-            self.start(_retarget(target, missing[0]), "no gate recorded yet")
-        return TORCH
-
-    def _explicit(self, target: Target, wanted: str, recorded: dict[str, dict[str, Any]]) -> Choice:
-        def refuse(why: str) -> UnknownModel:
-            return UnknownModel(
-                f"model {target.name!r} (version {target.sha256[:12]}) cannot run on backend {wanted!r} here: {why}",
-                detail={"model": target.name, "backend": wanted, "field": "backend"},
-            )
-
-        if self.settings.hardware == "gpu":
-            raise refuse("GPU workers run torch")
+            served = store.serving(conn=conn, name=target.name, sha256=target.sha256, dtype=DTYPE)
+            if served is None or served == "torch":
+                return TORCH
+            return self._gated(conn, replace(target, backend=served), promoted=True)
         try:
-            backend = core.variant(wanted, self.isa)
+            backend = core.variant(wanted, self.isa, self.bf16)
         except core.BackendUnavailable as exc:
-            raise refuse(str(exc)) from exc
+            raise _refuse(target, wanted, str(exc)) from exc
+        return self._gated(conn, replace(target, backend=backend), promoted=False)
+
+    def _gated(self, conn: psycopg.Connection, target: Target, *, promoted: bool) -> Choice:
+        backend = target.backend
         reason = core.unavailable(backend)
         if reason is not None:
-            raise refuse(reason)
-        gate = recorded.get(backend)
+            if promoted:
+                reason += (
+                    f"; it is the backend promoted for this model fleet-wide: promote one every worker runs "
+                    f"(`embedq models promote {target.name} --backend openvino`) or run this model on other workers"
+                )
+            raise _refuse(target, backend, reason)
+        gate = store.gates(conn=conn, name=target.name, sha256=target.sha256, dtype=DTYPE).get(backend)
         if gate is None:
-            self.start(_retarget(target, backend), "asked for explicitly")
-            raise refuse(
-                f"its quality gate has not run yet; it is being built and gated now (or run `embedq models gate "
-                f"{target.name} --backend {wanted}`): until then ask for backend 'auto' or 'torch'"
+            raise _refuse(
+                target,
+                backend,
+                f"its quality gate has not run: run `embedq models gate {target.name} --backend "
+                f"{requested(backend)}`; until then ask for backend 'auto' or 'torch'",
             )
         if not gate.get("passed"):
-            raise refuse(
-                f"it failed its quality gate (STS Benchmark dev Spearman {gate.get('spearman')} against torch "
-                f"fp32's {gate.get('reference_spearman')}, tolerance {gate.get('tolerance')})"
-            )
-        folder = artifact_folder(self.settings.artifacts, target.sha256, backend)
-        if file_digest(folder, backend) != gate.get("file_sha256"):
-            self.start(_retarget(target, backend), "its files are missing or differ from the gated ones")
+            raise _refuse(target, backend, f"it failed its quality gate ({', '.join(gate.get('failed') or [])})")
+        return Choice(backend, self.verified(conn, target, gate))
+
+    def verified(
+        self, conn: psycopg.Connection, target: Target, gate: dict[str, Any] | None = None, *, rebuild: bool = False
+    ) -> Path:
+        """The target's artifact folder holding the files its gate judged: rebuilt now if they differ.
+
+        ``rebuild`` rebuilds it whatever its manifest says (a file failed its manifest's hash on loading).
+        """
+        if gate is None:
+            gate = store.gates(conn=conn, name=target.name, sha256=target.sha256, dtype=DTYPE).get(target.backend, {})
+        folder = artifact_folder(self.settings.artifacts, target.sha256, target.backend)
+        if not rebuild and file_digest(folder, target.backend) == gate.get("file_sha256"):
+            return folder
+        log.warning("the %s files of %s differ from the gated ones: rebuilding", target.backend, target.name)
+        with build_lock(conn, target):
+            if folder.exists() and (rebuild or file_digest(folder, target.backend) != gate.get("file_sha256")):
+                shutil.rmtree(folder)
+            folder = ensure_artifact(self.settings.artifacts, target.source, target.sha256, target.backend)
+        if file_digest(folder, target.backend) != gate.get("file_sha256"):
             raise ArtifactCorrupt(
-                f"the {backend} files of {target.name!r} are missing or differ from the ones that passed the gate; "
-                "they are being rebuilt",
-                detail={"model": target.name, "backend": backend, "path": str(folder)},
+                f"the {target.backend} files of {target.name!r} differ from the ones that passed the gate, even "
+                f"rebuilt; gate them again: `embedq models gate {target.name} --backend {requested(target.backend)} "
+                "--promote`",
+                detail={"model": target.name, "backend": target.backend, "path": str(folder)},
             )
-        return Choice(backend, folder)
-
-    def start(self, target: Target, why: str) -> None:
-        """Build and gate ``target`` in a background thread, unless this process did so in the last minute."""
-        key = (target.name, target.sha256, target.backend)
-        with self._lock:
-            last = self._started.get(key)
-            if last is not None and time.monotonic() - last < RETRY_AFTER:
-                return
-            self._started[key] = time.monotonic()
-        log.info("building and gating %s %s on %s (%s)", target.name, target.sha256[:12], target.backend, why)
-        threading.Thread(target=self._build, args=(target,), name="embedq-gate", daemon=True).start()
-
-    def _build(self, target: Target) -> None:
-        try:
-            with connect(self.settings.require_database(), application_name="embedq-gate") as conn:
-                if build_and_gate(conn, self.settings, target, wait=False, force=False) is None:
-                    log.info("another worker is building %s on %s", target.name, target.backend)
-        except Exception:  # a background build must not kill the worker; the next lookup tries again
-            log.exception("building and gating %s on %s failed", target.name, target.backend)
+        return folder
 
 
-def _retarget(target: Target, backend: str) -> Target:
-    return Target(target.name, target.source, target.source_kind, target.sha256, backend)
+def _refuse(target: Target, backend: str, why: str) -> UnknownModel:
+    return UnknownModel(
+        f"model {target.name!r} (version {target.sha256[:12]}) cannot run on backend {backend!r} here: {why}",
+        detail={"model": target.name, "backend": backend, "field": "backend"},
+    )

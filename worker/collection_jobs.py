@@ -25,7 +25,7 @@ from worker.store.jobs import Claim
 def run_upsert(rt: Runtime, claim: Claim) -> dict[str, Any]:
     request = parse_upsert_request(claim.request, Limits.of(rt.settings))
     collection = collections_store.get_collection(conn=rt.conn, name=request.collection)
-    model, model_id = rt.collection_model(collection, request.backend)
+    model, model_id = rt.collection_model(collection, request.backend, claim=claim)
     total = len(request.documents)
     progress = rt.progress(claim, total=total, done=0)
     lookup = ensure_cached(

@@ -71,7 +71,7 @@ def _ensure_ranges(
 def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
     """Run the job to its end; returns the result summary stored in ``jobs.result``."""
     request = parse_encode_request(claim.request, Limits.of(rt.settings))
-    model, model_id = rt.model(request.model, request.backend)
+    model, model_id = rt.job_model(claim, request.model, request.backend)
     model.check_truncate_dim(request.truncate_dim)
     prompt = model.resolve_prompt(request.prompt, request.prompt_name)
     total = len(request.texts)

@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
         "setfit",
         "optimum",
         "onnxruntime",
+        "openvino",
         "faiss",
         "sklearn",
         "sqlalchemy",

@@ -230,7 +230,7 @@ def run_reindex(rt: Runtime, claim: Claim) -> dict[str, Any]:
     request = parse_reindex_request(claim.request, Limits.of(rt.settings))
     collection = collections_store.get_collection(conn=rt.conn, name=request.collection)
     target = request.model or collection.model
-    model, model_id = rt.model(target, request.backend)
+    model, model_id = rt.job_model(claim, target, request.backend, parent=True)
     if claim.parent_id is not None:
         return _reindex_chunk(rt, claim, request, collection=collection, model=model, model_id=model_id)
     progress = rt.progress(claim, total=collections_store.live_count(conn=rt.conn, collection_id=collection.id), done=0)

@@ -3,7 +3,7 @@
 Created on first use inside the child (never at import, never before the
 fork), and rebuilt when the connection breaks. ``Runtime.model`` also picks
 the backend each model version runs on (``worker.backends``): the request's,
-else ``EMBEDQ_BACKEND``; with ``auto`` the fastest whose gate passed.
+else (``auto``) the one promoted for the version fleet-wide, torch while none is.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from dataclasses import replace
 from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from tasks.models import LoadedModel, ModelRegistry, resolve_path
 from worker.backends import Backends, Choice, Target
 from worker.lease import LeaseKeeper, Progress
 from worker.store import backends as backends_store
+from worker.store import jobs as jobs_store
 from worker.store import models as models_store
 from worker.store.jobs import Claim
 
@@ -38,9 +40,6 @@ if TYPE_CHECKING:
     from worker.store.collections import Collection
 
 log = logging.getLogger(__name__)
-
-ROW_TTL = 5.0
-"""Seconds a model's ``models`` row is reused before it is looked up again."""
 
 
 class Runtime:
@@ -130,55 +129,75 @@ class Runtime:
 
         The name resolves as the client resolves it (``models_read.resolve_model``):
         a version registered with ``embedq models add`` wins over a bundled
-        package of the same name. ``backend`` is the request's (``None``: the
-        worker's setting); the choice and the row are looked up again at most
-        every ``ROW_TTL`` seconds, so a gate that passed meanwhile is used then.
+        package of the same name. ``backend`` is the request's; ``None`` or
+        ``auto`` is the backend promoted for the version fleet-wide
+        (``worker.backends``), torch while none is. The choice and the row
+        are looked up again at most every ``model_recheck`` seconds, so a promotion
+        reaches every worker within that time; each job resolves once.
         """
         self._set_threads()
-        wanted = backend or self.settings.backend
+        wanted = backend or "auto"
         if self.hardware == "gpu" and wanted == "auto":
             wanted = "torch"
         cached = self._rows.get((name, wanted))
-        if cached is not None and time.monotonic() - cached[0] < ROW_TTL:
+        if cached is not None and time.monotonic() - cached[0] < self.settings.model_recheck:
             _, target, choice, row_id = cached
             if self.registry.sha256(target.source) == target.sha256:  # else the files changed: a new version
-                loaded = self._load(target, choice, wanted)
-                if loaded.backend == choice.backend:  # else a corrupt artifact fell back to torch
-                    return loaded, row_id
+                return self._load(target, choice), row_id
         resolved = models_read.resolve_model(conn=self.conn, name=name)
         registered = resolved if resolved is not None and resolved.registered else None
         path = resolve_path(name, registered.artifact_path if registered is not None else None)
         source = "registered" if registered is not None else "bundled"
         target = Target(name, path, source, self.registry.sha256(path), "torch")
         choice = self.backends.choose(self.conn, target, wanted)
-        loaded = self._load(target, choice, wanted)
+        loaded = self._load(target, choice)
         row = record_model(
             self.conn,
             name,
-            choice.artifact if choice.artifact is not None and loaded.backend != "torch" else path,
+            choice.artifact if choice.artifact is not None else path,
             loaded,
             dtype=self.dtype,
             backend=loaded.backend,
             source=source,
         )
-        self._rows[(name, wanted)] = (time.monotonic(), target, Choice(loaded.backend, choice.artifact), row.id)
+        self._rows[(name, wanted)] = (time.monotonic(), target, choice, row.id)
         return loaded, row.id
 
-    def _load(self, target: Target, choice: Choice, wanted: str) -> LoadedModel:
-        """Load ``choice``; under ``auto`` a corrupt artifact is rebuilt in the background while torch serves."""
+    def _load(self, target: Target, choice: Choice) -> LoadedModel:
+        """Load ``choice``; files that fail their manifest are rebuilt while the job waits, then loaded."""
         try:
             return self.registry.load(target.name, target.source, backend=choice.backend, artifact=choice.artifact)
         except ArtifactCorrupt as exc:
-            self.backends.start(
-                Target(target.name, target.source, target.source_kind, target.sha256, choice.backend), exc.message
-            )
-            if wanted != "auto":
+            if choice.artifact is None:
                 raise
-            log.warning("serving %s on torch while its %s files are rebuilt: %s", target.name, choice.backend, exc)
-            return self.registry.load(target.name, target.source)
+            log.warning(
+                "%s: rebuilding the %s files of %s while the job waits", exc.message, choice.backend, target.name
+            )
+            folder = self.backends.verified(self.conn, replace(target, backend=choice.backend), rebuild=True)
+            return self.registry.load(target.name, target.source, backend=choice.backend, artifact=folder)
 
-    def collection_model(self, collection: Collection, backend: str | None = None) -> tuple[LoadedModel, int]:
-        """The model of a collection's jobs: the backend of its bound version, whatever the worker's setting."""
+    def job_model(
+        self, claim: Claim, name: str, backend: str | None = None, *, parent: bool = False
+    ) -> tuple[LoadedModel, int]:
+        """The model of a job: ``model(name, backend)``, except that a chunked job's chunks (and, with
+        ``parent``, the parent itself) all compute with the version, hence the backend, that the first of
+        them pinned on the parent: a promotion while the job runs cannot mix two backends in it."""
+        loaded, model_id = self.model(name, backend)
+        family = claim.parent_id or (claim.job_id if parent else None)
+        if family is None:
+            return loaded, model_id
+        pinned = jobs_store.pin_model(conn=self.conn, job_id=family, model_id=model_id)
+        if pinned == model_id:
+            return loaded, model_id
+        return self.bound_model(name, pinned, owner=f"job {family}")
+
+    def collection_model(
+        self, collection: Collection, backend: str | None = None, *, claim: Claim | None = None
+    ) -> tuple[LoadedModel, int]:
+        """The model of a collection's jobs: its bound version and backend; before it is bound (its first
+        upsert), the job's (``job_model`` of ``claim``, so the chunks of that upsert agree)."""
+        if collection.model_id is None and claim is not None:
+            return self.job_model(claim, collection.model, backend)
         return self.bound_model(collection.model, collection.model_id, backend, owner=f"collection {collection.name!r}")
 
     def bound_model(
@@ -199,7 +218,14 @@ class Runtime:
                 f"{owner} holds vectors of backend {bound}; a job on it cannot use {backend!r}",
                 detail={"model_id": model_id, "backend": backend, "bound": bound},
             )
-        return self.model(name, requested(bound))
+        loaded, row_id = self.model(name, requested(bound))
+        if row_id != model_id:
+            raise ModelMismatch(
+                f"{owner} holds vectors of model version {model_id}, but {name!r} now resolves to version "
+                f"{loaded.sha256[:12]} (row {row_id}): its files changed",
+                detail={"model_id": model_id, "resolved": row_id},
+            )
+        return loaded, row_id
 
     def _set_threads(self) -> None:
         """Intra-op threads: ``EMBEDQ_TORCH_THREADS``, else this process's share of the usable cores.

@@ -182,6 +182,7 @@ def _serve(instance: Instance, *, concurrency: int, loglevel: str, preload: str 
 
         migrations.upgrade(database_url)
         env = {"EMBEDQ_BROKER_URL": broker_url, "EMBEDQ_DATABASE_URL": database_url}
+        _gate(env, data_dir, preload, extra)
         name = f"embedq-up-{os.getpid()}@%h"
         worker = spawn_worker(
             env={**env, "EMBEDQ_DATA_DIR": str(data_dir)},
@@ -204,6 +205,17 @@ def _serve(instance: Instance, *, concurrency: int, loglevel: str, preload: str 
             stopping.wait(0.5)
         print("embedq: stopping", file=sys.stderr, flush=True)
     return 0
+
+
+def _gate(env: dict[str, str], data_dir: Path, preload: str | None, extra: list[str]) -> None:
+    """Before the worker starts: the model it preloads gets its fleet-wide backend (gated once per version)."""
+    from api_client.schemas import DEFAULT_MODEL
+    from worker.cli.gating import ensure_served
+
+    backend = extra[extra.index("--backend") + 1] if "--backend" in extra else get_settings(env_file=False).backend
+    if backend != "torch":
+        print("embedq: choosing the model's backend (the quality gate runs once per model version)", flush=True)
+    ensure_served(preload or DEFAULT_MODEL, backend, by="embedq up", env={**env, "EMBEDQ_DATA_DIR": str(data_dir)})
 
 
 def _require_pgvector(database_url: str) -> None:

@@ -1,16 +1,18 @@
-"""Backends end to end: an ``auto`` worker gates int8, then serves it, while torch stays one request away.
+"""Backends end to end: the gate refuses what is not faithful, a promotion is the fleet's one switch.
 
-The slow test runs a worker of its own (``EMBEDQ_BACKEND=auto``) on an
-isolated database, another Redis db and an artifact root in the test's tmp
-folder, with a 300-pair gate (``EMBEDQ_GATE_PAIRS``) to keep it short.
+The main test runs a worker of its own on an isolated database, another
+Redis db and an artifact root in the test's tmp folder, with a small gate
+(``EMBEDQ_GATE_*``) to keep it short, and a 0.5 s model recheck so that a
+promotion reaches the worker while a job runs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -20,65 +22,77 @@ import pytest
 import torch
 
 from api_client import EmbedQ
-from api_client.errors import BadRequest, ModelMismatch, UnknownModel
+from api_client.backends import requested
+from api_client.errors import BadRequest, UnknownModel
 from api_client.settings import get_settings
-from api_client.states import JobKind
 from tasks import backends
-from tasks.artifacts import verify_artifact
 from tests import helpers
 from worker.stack import stop_worker
+from worker.store.backends import promote
 
 WAIT = 240
 INT8 = backends.variant("onnx-int8", backends.isa() or "avx2")
+SMALL_GATE = {
+    "EMBEDQ_GATE_PAIRS": "150",
+    "EMBEDQ_GATE_PARAPHRASE_TEXTS": "300",
+    "EMBEDQ_GATE_DOCUMENTS": "1000",
+    "EMBEDQ_GATE_QUERIES": "60",
+}
+VARIANTS = ["Where is my new debit card?", "WHERE IS MY NEW DEBIT CARD?", "where is MY new Debit card?"]
+"""Texts the model's uncased tokenizer reads as the same tokens, so their vectors are cached apart."""
 
 
-def test_a_backend_this_worker_lacks_is_refused_with_the_install_hint(eq) -> None:
-    if backends.unavailable("openvino") is None:
-        pytest.skip("OpenVINO is installed here")
-    with pytest.raises(UnknownModel, match=r"openvino.*pip install"):
-        eq.encode(["a text"], backend="openvino").result(timeout=60)
+def test_a_backend_is_refused_until_its_gate_passed(eq) -> None:
+    with pytest.raises(UnknownModel, match=r"quality gate has not run.*embedq models gate"):
+        eq.encode(["a text"], backend="onnx").result(timeout=60)
     with pytest.raises(BadRequest, match="backend"):
         eq.encode(["a text"], backend="tensorrt")
+    assert eq.encode(["a text"]).wait(timeout=60).result["backend"] == "torch"  # nothing promoted: torch
 
 
-def _gate_cli(env: dict[str, str], **extra: str) -> subprocess.CompletedProcess[str]:
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "models", "gate", helpers.MODEL, "--backend", "onnx-int8"],
-        env={**os.environ, **env, **extra},
+        [sys.executable, "-m", "worker.cli", *args],
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=WAIT,
     )
 
 
-def _gate(conn: psycopg.Connection) -> dict | None:
-    row = conn.execute("SELECT metrics->'gate' FROM models WHERE backend = %s", (INT8,)).fetchone()
+def _gates(conn: psycopg.Connection) -> dict[str, dict]:
+    rows = conn.execute("SELECT backend, metrics->'gate' FROM models WHERE metrics ? 'gate'").fetchall()
+    return dict(rows)
+
+
+def _serving(conn: psycopg.Connection) -> str | None:
+    row = conn.execute("SELECT backend FROM model_serving").fetchone()
     return row[0] if row else None
 
 
-def _served(eq: EmbedQ, backend: str, *, within: float) -> dict:
-    """Encode jobs of new texts until one is served by ``backend``; its summary."""
-    deadline = time.monotonic() + within
-    while True:
-        summary = eq.encode(helpers.unique_texts(2)).wait(timeout=WAIT).result
-        if summary["backend"] == backend or time.monotonic() > deadline:
-            assert summary["backend"] == backend
-            return summary
-        time.sleep(1)
+def _max_delta(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max())
 
 
-def _upsert(eq: EmbedQ, name: str, documents: list[dict], *, backend: str) -> dict:
-    """An upsert that names a backend (the client's ``upsert`` has no such keyword)."""
-    raw = {"collection": name, "documents": documents, "backend": backend}
-    return eq._submit(JobKind.UPSERT, raw, idempotency_key=None, lane=None, hardware=None).result(timeout=WAIT)
+def _long_text(n: int) -> str:
+    return " ".join(helpers.banking_texts(n, offset=500))
 
 
-def _backend_of(conn: psycopg.Connection, model_id: int) -> str:
-    return conn.execute("SELECT backend FROM models WHERE id = %s", (model_id,)).fetchone()[0]
+def _check_invariance(eq: EmbedQ, tolerance: float) -> None:
+    """The same tokens give the same vector alone, in a mixed batch on the batch lane, and inside a chunk."""
+    alone = eq.encode(VARIANTS[:1], lane="interactive").result(timeout=WAIT)[0]
+    batch = [_long_text(12), *helpers.unique_texts(30), VARIANTS[1], *helpers.unique_texts(20)]
+    in_batch = eq.encode(batch, lane="batch", batch_size=64).result(timeout=WAIT)[31]
+    chunked_texts = [*helpers.unique_texts(130), VARIANTS[2], _long_text(8), *helpers.unique_texts(30)]
+    job = eq.encode(chunked_texts, idempotency_key=f"variants-{uuid.uuid4()}")
+    in_chunk = job.result(timeout=WAIT)[130]
+    assert job.info().chunks > 1
+    for other in (in_batch, in_chunk):
+        assert _max_delta(alone, other) <= tolerance
+        assert float(alone @ other / np.linalg.norm(alone) / np.linalg.norm(other)) >= 0.99999 or tolerance > 1e-5
 
 
-@pytest.mark.slow
-def test_auto_gates_int8_serves_it_and_keeps_torch_exact_collections_bound_and_failed_gates_unserved(
+def test_the_gate_refuses_dynamic_int8_and_a_promotion_switches_the_fleet_between_jobs(
     isolated_database: str, broker_url: str, tmp_path: Path, st_model
 ) -> None:
     root = tmp_path / "artifacts"
@@ -86,83 +100,113 @@ def test_auto_gates_int8_serves_it_and_keeps_torch_exact_collections_bound_and_f
         helpers.other_redis_db(broker_url),
         isolated_database,
         EMBEDQ_ARTIFACT_ROOT=str(root),
-        EMBEDQ_BACKEND="auto",
-        EMBEDQ_GATE_PAIRS="300",
+        EMBEDQ_MODEL_RECHECK="0.5",
+        EMBEDQ_CHUNK_SIZE="100",
+        **SMALL_GATE,
     )
-    worker = helpers.start_worker(env, isolated_database, f"auto-{uuid.uuid4().hex[:6]}@%h", tmp_path / "worker.log")
+    worker = helpers.start_worker(env, isolated_database, f"gate-{uuid.uuid4().hex[:6]}@%h", tmp_path / "worker.log")
     eq = EmbedQ(get_settings(env, env_file=False))
     try:
         with psycopg.connect(isolated_database, autocommit=True) as conn:
-            # A collection whose binding upsert asked for torch is bound to the torch row.
-            eq.create_collection("early")
-            early = _upsert(eq, "early", [{"id": "a", "text": "my card was declined"}], backend="torch")
-            assert _backend_of(conn, early["model_id"]) == "torch"
+            assert eq.encode(["before any gate"]).wait(timeout=WAIT).result["backend"] == "torch"
 
-            # The preload started one background build and gate of this CPU's int8 files.
-            deadline = time.monotonic() + WAIT
-            while (gate := _gate(conn)) is None and time.monotonic() < deadline:
-                time.sleep(2)
-            assert gate is not None and gate["passed"], gate
-            assert gate["pairs"] == 300 and abs(gate["delta"]) <= 0.005 and gate["tolerance"] == 0.005
-            assert 0.9 < gate["min_cosine"] <= gate["mean_cosine"] < 1 and gate["isa"] == backends.isa()
-            assert gate["seconds"] > 0 and gate["reference_spearman"] > 0.8
-            folder = Path(conn.execute("SELECT artifact_path FROM models WHERE backend = %s", (INT8,)).fetchone()[0])
-            assert verify_artifact(folder)["files"][backends.file_name(INT8)] == gate["file_sha256"]
+            # Dynamic int8 is refused: a text's vector depends on its batch-mates.
+            refused = _cli(env, "models", "gate", helpers.MODEL, "--backend", "onnx-int8")
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert f"{INT8}: FAILED (invariance)" in refused.stdout and "batch-mates" in refused.stdout
+            record = _gates(conn)[INT8]
+            assert record["failed"] == ["invariance"] and record["invariance"]["max_abs"] > 1e-3
+            assert record["invariance"]["tolerance"] == 0.0 and _serving(conn) is None
+            with pytest.raises(UnknownModel, match=r"failed its quality gate \(invariance\)"):
+                eq.encode(["a text"], backend="onnx-int8").result(timeout=WAIT)
 
-            served = _served(eq, INT8, within=30)
-            assert _backend_of(conn, served["model_id"]) == INT8
+            # The fastest backend that passes is promoted, fleet-wide and recorded.
+            gated = _cli(env, "models", "gate", helpers.MODEL, "--promote", "--json")
+            assert gated.returncode == 0, gated.stdout + gated.stderr
+            records = json.loads(gated.stdout[gated.stdout.index("{") :])
+            promoted = _serving(conn)
+            assert promoted in records and records[promoted]["passed"] and promoted != INT8
+            chosen = records[promoted]
+            assert chosen["sizes"]["documents"] == 1000 and chosen["search"]["overlap"] >= 0.97
+            assert chosen["paraphrases"]["recall"] >= 0.95 and abs(chosen["sts"]["delta"]) <= 0.005
+            listing = _cli(env, "models", "list", "--json")
+            rows = {row["backend"]: row for row in json.loads(listing.stdout)}
+            assert rows[promoted]["serving"] == "auto" and rows[promoted]["gate"]["passed"]
 
-            # int8 and torch vectors of the same texts: separate cache entries, torch exactly the library's.
-            texts = helpers.unique_texts(6)
-            int8 = eq.encode(texts).result(timeout=WAIT)
-            exact_job = eq.encode(texts, backend="torch")
-            exact = exact_job.result(timeout=WAIT)
+            summary = eq.encode(helpers.unique_texts(3)).wait(timeout=WAIT).result
+            assert summary["backend"] == promoted
+            _check_invariance(eq, backends.INVARIANCE[backends.precision(promoted)])
+
+            # torch stays one request away, with exactly the library's floats.
+            texts = helpers.unique_texts(1)
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # as the worker runs (EMBEDQ_TORCH_THREADS=1): the same floats, bit for bit
             try:
-                np.testing.assert_array_equal(exact, st_model.encode(texts))
+                np.testing.assert_array_equal(
+                    eq.encode(texts, backend="torch").result(timeout=WAIT), st_model.encode(texts)
+                )
             finally:
                 torch.set_num_threads(threads)
-            assert exact_job.info().result["backend"] == "torch" and exact_job.info().result["encoded"] == len(texts)
-            cosines = (int8 * exact).sum(1) / np.linalg.norm(int8, axis=1) / np.linalg.norm(exact, axis=1)
-            assert cosines.min() > 0.95 and not np.array_equal(int8, exact)
-            rows = conn.execute(
-                "SELECT m.backend, count(*) FROM embeddings e JOIN models m ON m.id = e.model_id "
-                "WHERE e.model_id IN (%s, %s) GROUP BY m.backend",
-                (served["model_id"], exact_job.info().result["model_id"]),
-            ).fetchall()
-            assert dict(rows)["torch"] >= len(texts) and dict(rows)[INT8] >= len(texts)
 
-            # A collection keeps computing with its bound row's backend, whatever auto now picks.
-            more = eq.upsert("early", [{"id": "b", "text": "where is my new card"}]).result(timeout=WAIT)
-            assert more["model_id"] == early["model_id"]
-            hits = eq.search("early", ["card declined"], k=2).result(timeout=WAIT)
-            assert hits[0][0]["id"] == "a"
-            eq.create_collection("late")
-            late = eq.upsert("late", [{"id": "a", "text": "my card was declined"}]).result(timeout=WAIT)
-            assert _backend_of(conn, late["model_id"]) == INT8
-            with pytest.raises(ModelMismatch):
-                _upsert(eq, "late", [{"id": "c", "text": "x"}], backend="torch")
+            # A promotion while a chunked job runs: every chunk keeps the backend the job started with.
+            job = eq.encode(helpers.banking_texts(2000), batch_size=16)
+            helpers.wait_until(lambda: job.progress[0] >= 100, timeout=WAIT, what="the first chunk")
+            sha256 = conn.execute("SELECT sha256 FROM model_serving").fetchone()[0]
+            promote(conn=conn, name=helpers.MODEL, sha256=sha256, dtype="float32", backend="torch", by="the test")
+            switched_at = conn.execute("SELECT promoted_at FROM model_serving").fetchone()[0]
+            job.result(timeout=WAIT)
+            assert job.info().result["backend"] == promoted
+            used = conn.execute(
+                "SELECT count(DISTINCT o.model_id) FROM encode_outputs o WHERE o.job_id = %s", (job.id,)
+            ).fetchone()[0]
+            later = conn.execute(
+                "SELECT count(*) FROM jobs WHERE parent_id = %s AND started_at > %s + interval '1 second'",
+                (job.id, switched_at),
+            ).fetchone()[0]
+            assert used == 1 and later > 0  # chunks claimed after the switch still used the pinned version
+            helpers.wait_until(
+                lambda: eq.encode(helpers.unique_texts(1)).wait(timeout=WAIT).result["backend"] == "torch",
+                timeout=30,
+                what="the next jobs on torch",
+            )
+            history = conn.execute("SELECT history FROM model_serving").fetchone()[0]
+            assert [entry["backend"] for entry in history] == [promoted]
+            back = _cli(env, "models", "promote", helpers.MODEL, "--backend", requested(promoted))
+            assert back.returncode == 0 and f"now serves {promoted}" in back.stdout, back.stdout + back.stderr
+            refused = _cli(env, "models", "promote", helpers.MODEL, "--backend", "onnx-int8")
+            assert refused.returncode == 2 and "its gate failed (invariance)" in refused.stderr
+    finally:
+        eq.close()
+        stop_worker(worker, timeout=30)
 
-            # A failed gate (tolerance 0) is never served by auto, and refused when asked for.
-            failed = _gate_cli(env, EMBEDQ_GATE_TOLERANCE="0")
-            assert failed.returncode == 1 and f"{INT8}: FAILED" in failed.stdout, failed.stdout + failed.stderr
-            assert _gate(conn)["passed"] is False
-            _served(eq, "torch", within=30)
-            for _ in range(3):
-                assert eq.encode(helpers.unique_texts(1)).wait(timeout=WAIT).result["backend"] == "torch"
-            with pytest.raises(UnknownModel, match="failed its quality gate"):
-                eq.encode(["a text"], backend="onnx-int8").result(timeout=WAIT)
 
-            # A tampered file is rebuilt (same bytes: the export is deterministic) by the next build.
-            model_file = folder / backends.file_name(INT8)
-            data = bytearray(model_file.read_bytes())
-            data[len(data) // 2] ^= 0xFF
-            model_file.write_bytes(bytes(data))
-            again = _gate_cli(env)
-            assert again.returncode == 0 and f"{INT8}: passed" in again.stdout, again.stdout + again.stderr
-            assert verify_artifact(folder)["files"][backends.file_name(INT8)] == gate["file_sha256"]
-            _served(eq, INT8, within=30)
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_a_tampered_backend_file_is_rebuilt_while_the_job_waits_never_replaced_by_torch(
+    isolated_database: str, broker_url: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "artifacts"
+    env = helpers.worker_env(helpers.other_redis_db(broker_url), isolated_database, EMBEDQ_ARTIFACT_ROOT=str(root))
+    env.update(SMALL_GATE)
+    gated = _cli(env, "models", "gate", helpers.MODEL, "--backend", "openvino", "--promote")
+    assert gated.returncode == 0, gated.stdout + gated.stderr
+    with psycopg.connect(isolated_database, autocommit=True) as conn:
+        gate = _gates(conn)["openvino"]
+    model_file = next(root.glob(f"backend/*/onnx/{backends.ONNX_FILE}"))
+    assert _sha256(model_file) == gate["file_sha256"]
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    worker = helpers.start_worker(env, isolated_database, f"tamper-{uuid.uuid4().hex[:6]}@%h", tmp_path / "w.log")
+    eq = EmbedQ(get_settings(env, env_file=False))
+    try:
+        summary = eq.encode(helpers.unique_texts(2)).wait(timeout=WAIT).result
+        assert summary["backend"] == "openvino"
+        assert _sha256(model_file) == gate["file_sha256"]  # rebuilt: the export is deterministic
+        assert "rebuilding" in (tmp_path / "w.log").read_text()
     finally:
         eq.close()
         stop_worker(worker, timeout=30)

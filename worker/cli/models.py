@@ -16,8 +16,7 @@ from worker.cli.common import UsageError, require
 MODEL_FILES = ("modules.json", "config.json")
 """A sentence-transformers folder has modules.json; a plain transformers one has config.json."""
 
-COLUMNS = ("name", "version", "dtype", "backend", "dimension", "source", "gate", "path")
-GATE_CHOICES = ("onnx-int8", "onnx", "openvino", "all")
+COLUMNS = ("name", "version", "dtype", "backend", "dimension", "source", "gate", "serving", "path")
 
 
 def check_folder(path: Path) -> None:
@@ -92,19 +91,34 @@ def _add_cross_encoder(name: str, path: Path, database_url: str) -> int:
 def _rows() -> list[dict[str, Any]]:
     from api_client.db import connect
     from api_client.store import status as status_store
-    from worker.store.backends import all_gates
+    from worker.store.backends import all_gates, all_serving
 
     with connect(get_settings().require_database()) as conn:
         versions = status_store.model_versions(conn=conn)
         gates = {(name, version, backend): gate for name, version, backend, gate in all_gates(conn=conn)}
+        serving = {
+            (name, sha[:12], dtype): backend for (name, sha, dtype), (backend, _, _) in all_serving(conn=conn).items()
+        }
     rows = [
-        {**dataclasses.asdict(version), "gate": gates.get((version.name, version.version, version.backend))}
+        {
+            **dataclasses.asdict(version),
+            "gate": gates.get((version.name, version.version, version.backend)),
+            "serving": _serving_cell(serving, version),
+        }
         for version in versions
     ]
     recorded = {version.name for version in versions}
     for name in sorted(set(catalog.BUNDLED) - recorded):  # bundled, not loaded by any worker yet
         rows.append({**dict.fromkeys(COLUMNS), "name": name, "source": "bundled"})
     return sorted(rows, key=lambda row: row["name"])
+
+
+def _serving_cell(serving: dict[tuple[str, str, str], str], version: Any) -> str | None:
+    """``auto`` on the row of the backend its version serves to requests that name none."""
+    served = serving.get((version.name, version.version, version.dtype))
+    if served is None:
+        served = "torch"  # no promotion: torch
+    return "auto" if version.backend == served else None
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -123,76 +137,13 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def gate_cell(gate: dict[str, Any] | None) -> str | None:
-    """A gate record in a few characters: ``passed -0.0021`` (the Spearman delta against torch), or ``FAILED ...``."""
+    """A gate record in a few characters: ``passed 2.1x`` (speed against torch), or ``FAILED invariance``."""
     if not gate:
         return None
-    verdict = "passed" if gate.get("passed") else "FAILED"
-    return f"{verdict} {gate['delta']:+.4f}" if gate.get("delta") is not None else f"{verdict} (error)"
-
-
-def gate_line(gate: dict[str, Any]) -> str:
-    """The figures of one gate, on one line."""
-    if gate.get("error"):
-        return f"{gate['backend']}: FAILED, the build failed: {gate['error']}"
-    return (
-        f"{gate['backend']}: {'passed' if gate['passed'] else 'FAILED'}: STS Benchmark dev Spearman "
-        f"{gate['spearman']:.4f} against torch fp32 {gate['reference_spearman']:.4f} (delta {gate['delta']:+.4f}, "
-        f"tolerance {gate['tolerance']}); cosine to torch min {gate['min_cosine']:.4f} mean {gate['mean_cosine']:.4f}; "
-        f"{gate['pairs']} pairs in {gate['seconds']:.1f} s (torch {gate['reference_seconds']:.1f} s); "
-        f"instruction set {gate['isa']}"
-    )
-
-
-def cmd_models_gate(args: argparse.Namespace) -> int:
-    require("worker", "embedq models gate")
-    from api_client.db import connect
-    from api_client.store.models import resolve_model
-    from tasks import backends
-    from tasks.artifacts import folder_sha256
-    from tasks.models import resolve_path
-    from worker.backends import Target
-
-    settings = get_settings()
-    isa = backends.isa()
-    name = catalog.canonical_name(args.name)
-    failed = False
-    with connect(settings.require_database()) as conn:
-        row = resolve_model(conn=conn, name=name)
-        registered = row if row is not None and row.registered else None
-        path = resolve_path(name, registered.artifact_path if registered is not None else None)
-        sha256 = folder_sha256(path)
-        print(f"{name} version {sha256[:12]} ({path}), instruction set {isa or 'none known'}", flush=True)
-        source = "registered" if registered else "bundled"
-        for wanted in ["onnx-int8", "onnx", "openvino"] if args.backend == "all" else [args.backend]:
-            target = Target(name, path, source, sha256, wanted)
-            passed = _gate_one(conn, settings, target, isa, as_json=args.json, asked=args.backend != "all")
-            failed = failed or not passed
-    return 1 if failed else 0
-
-
-def _gate_one(conn: Any, settings: Any, target: Any, isa: str | None, *, as_json: bool, asked: bool) -> bool:
-    """Build and gate one backend of ``target``; False when its gate failed, or it was asked for and is missing here."""
-    import dataclasses
-    import os
-
-    from tasks import backends
-    from worker.backends import build_and_gate
-
-    try:
-        backend = backends.variant(target.backend, isa)
-        reason = backends.unavailable(backend)
-    except backends.BackendUnavailable as exc:
-        backend, reason = target.backend, str(exc)
-    if reason is not None:
-        print(f"{backend}: not available here: {reason}", flush=True)
-        return not asked
-    threads = len(os.sched_getaffinity(0))
-    gate = build_and_gate(
-        conn, settings, dataclasses.replace(target, backend=backend), wait=True, force=True, threads=threads
-    )
-    assert gate is not None  # waited for the lock
-    print(json.dumps(gate) if as_json else gate_line(gate), flush=True)
-    return bool(gate["passed"])
+    if not gate.get("passed"):
+        return f"FAILED {','.join(gate.get('failed') or ['error'])}"
+    ratio = (gate.get("speed") or {}).get("ratio")
+    return f"passed {ratio}x" if ratio else f"passed {gate.get('delta', 0):+.4f}"
 
 
 def register(sub: Any) -> None:
@@ -221,18 +172,6 @@ def register(sub: Any) -> None:
     add.add_argument("name", help="the name jobs will ask for")
     add.add_argument("path", help="the model folder (it holds modules.json or config.json)")
     add.set_defaults(func=cmd_models_add)
-    gate = actions.add_parser(
-        "gate",
-        help="build a model's faster backends and run their quality gate",
-        description="Export the model's files for a backend (ONNX fp32, ONNX int8 quantized for this CPU, "
-        "OpenVINO where installed), store them as an artifact, and compare the backend with torch fp32 on the "
-        "STS Benchmark dev pairs: it passes when its Spearman is within EMBEDQ_GATE_TOLERANCE (0.005) of "
-        "torch's. The figures are recorded with the model version; workers with EMBEDQ_BACKEND=auto then "
-        "serve the fastest backend that passed. Exit status 1 when a gate failed. Needs the worker extra.",
-    )
-    gate.add_argument("name", help="the model name, as jobs ask for it")
-    gate.add_argument(
-        "--backend", choices=GATE_CHOICES, default="all", help="the backend to gate (default: all this machine runs)"
-    )
-    gate.add_argument("--json", action="store_true", help="print each gate record as JSON")
-    gate.set_defaults(func=cmd_models_gate)
+    from worker.cli import gating
+
+    gating.register(actions)

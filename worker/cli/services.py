@@ -71,6 +71,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _, database_url = settings.require_urls()
     with connect(database_url) as conn:
         require_schema(conn)
+    if hardware == "cpu":
+        from worker.cli.gating import ensure_served
+
+        ensure_served(args.preload or DEFAULT_MODEL, args.backend or settings.backend, by=f"embedq worker {args.name}")
     if args.preload:
         os.environ["EMBEDQ_PRELOAD"] = args.preload
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -107,8 +111,11 @@ def _backend_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
         choices=BACKENDS,
-        help="what CPU workers compute with when a request names no backend: auto (the fastest whose quality "
-        "gate passed), torch, onnx, onnx-int8 or openvino (default EMBEDQ_BACKEND, else auto)",
+        help="before consuming, when the preload model (else the default model) has no backend promoted "
+        "fleet-wide yet: auto gates this CPU's backends and promotes the fastest that passed (about a minute "
+        "on two cores, once per model version), a backend name gates and promotes that one, torch gates "
+        "nothing (the model serves torch until `embedq models promote`). Jobs always follow the fleet's "
+        "promotion (default EMBEDQ_BACKEND, else auto)",
     )
 
 

@@ -3,11 +3,14 @@
 A gate record lives in its model version's row (``models``: one row per
 name, sha256, dtype and backend) as ``metrics.gate``. The build of one
 backend's files for one model version takes a session advisory lock, so two
-workers never build or gate the same files at once.
+workers never build the same files at once. ``model_serving`` records the
+backend each version serves to ``auto``, changed only by ``promote``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -23,12 +26,6 @@ def _key(sha256: str, backend: str) -> str:
     return f"{sha256}:{backend}"
 
 
-def try_lock(conn: psycopg.Connection, *, sha256: str, backend: str) -> bool:
-    """Take the build lock of (model version, backend) if no session holds it."""
-    row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (BUILD_LOCK, _key(sha256, backend))).fetchone()
-    return bool(row and row[0])
-
-
 def lock(conn: psycopg.Connection, *, sha256: str, backend: str) -> None:
     """Take the build lock, waiting for the session that holds it."""
     conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (BUILD_LOCK, _key(sha256, backend)))
@@ -36,6 +33,16 @@ def lock(conn: psycopg.Connection, *, sha256: str, backend: str) -> None:
 
 def unlock(conn: psycopg.Connection, *, sha256: str, backend: str) -> None:
     conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (BUILD_LOCK, _key(sha256, backend)))
+
+
+@contextmanager
+def gate_lock(conn: psycopg.Connection, *, sha256: str) -> Iterator[None]:
+    """Hold the gate lock of a model version: one gate-and-promote at a time, fleet-wide."""
+    lock(conn, sha256=sha256, backend="gate")
+    try:
+        yield
+    finally:
+        unlock(conn, sha256=sha256, backend="gate")
 
 
 def gates(*, conn: psycopg.Connection, name: str, sha256: str, dtype: str) -> dict[str, dict[str, Any]]:
@@ -94,3 +101,30 @@ def all_gates(*, conn: psycopg.Connection) -> list[tuple[str, str, str, dict[str
         "ORDER BY name, version, backend"
     ).fetchall()
     return [(name, version, backend, gate) for name, version, backend, gate in rows]
+
+
+def serving(*, conn: psycopg.Connection, name: str, sha256: str, dtype: str) -> str | None:
+    """The backend promoted for this model version (a row backend, or ``torch``), ``None`` when none was."""
+    row = conn.execute(
+        "SELECT backend FROM model_serving WHERE name = %s AND sha256 = %s AND dtype = %s", (name, sha256, dtype)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def promote(*, conn: psycopg.Connection, name: str, sha256: str, dtype: str, backend: str, by: str) -> None:
+    """Make ``backend`` what this model version serves to ``auto``; the one it replaces joins the history."""
+    conn.execute(
+        "INSERT INTO model_serving AS s (name, sha256, dtype, backend, promoted_by) VALUES (%s, %s, %s, %s, %s) "
+        "ON CONFLICT (name, sha256, dtype) DO UPDATE SET backend = EXCLUDED.backend, "
+        "promoted_by = EXCLUDED.promoted_by, promoted_at = now(), "
+        "history = s.history || jsonb_build_array(jsonb_build_object("
+        "'backend', s.backend, 'promoted_by', s.promoted_by, 'promoted_at', s.promoted_at)) "
+        "WHERE s.backend IS DISTINCT FROM EXCLUDED.backend",
+        (name, sha256, dtype, backend, by),
+    )
+
+
+def all_serving(*, conn: psycopg.Connection) -> dict[tuple[str, str, str], tuple[str, str, Any]]:
+    """``{(name, sha256, dtype): (backend, promoted_by, promoted_at)}`` of every promoted model version."""
+    rows = conn.execute("SELECT name, sha256, dtype, backend, promoted_by, promoted_at FROM model_serving").fetchall()
+    return {(name, sha256, dtype): (backend, by, at) for name, sha256, dtype, backend, by, at in rows}

@@ -100,6 +100,14 @@ def claim_job(
     return None
 
 
+def pin_model(*, conn: psycopg.Connection, job_id: str, model_id: int) -> int:
+    """Pin model version ``model_id`` on job ``job_id`` unless one is pinned already; the pinned one."""
+    row = conn.execute(
+        "UPDATE jobs SET model_id = coalesce(model_id, %s) WHERE id = %s RETURNING model_id", (model_id, job_id)
+    ).fetchone()
+    return int(row[0]) if row else model_id
+
+
 def _fenced(
     conn: psycopg.Connection, claim: Claim, assignments: str, params: tuple[Any, ...], *, relaxed: bool = False
 ) -> JobStatus | None:
