@@ -94,7 +94,8 @@ def service(
     processes); every pool process runs ``threads`` torch threads (default: the cores shared out among all
     ``workers * concurrency`` of them), so the fleet never asks for more threads than there are cores.
     ``default_threads`` leaves the threads to the worker's own layout (EMBEDQ_TORCH_THREADS unset).
-    ``backend`` sets EMBEDQ_BACKEND; other than torch, the model's ONNX backends are gated first.
+    ``backend``: other than torch, the model's backends are gated first and ``auto`` promotes the fastest
+    that passed (a backend name promotes that one), as the first ``embedq up`` does.
     """
     import migrations
     from worker.stack import spawn_worker, stop_worker, wait_ready
@@ -116,7 +117,7 @@ def service(
             **(extra_env or {}),
         }
         if backend not in (None, "torch"):
-            gate(env, tmp)
+            gate(env, tmp, backend)
         logs = [tmp / f"worker-{i}.log" for i in range(workers)]
         try:
             for i, path in enumerate(logs):
@@ -146,12 +147,13 @@ def service(
         yield eq
 
 
-def gate(env: dict[str, str], tmp: Path) -> None:
-    """Build and gate the model's ONNX backends (``embedq models gate --backend all``) before any worker starts,
-    so an ``auto`` worker serves the fastest passed backend from its first job."""
+def gate(env: dict[str, str], tmp: Path, backend: str = "auto") -> None:
+    """Gate the model's backends and promote one (``embedq models gate --promote``) before any worker starts:
+    ``auto`` the fastest that passed, else ``backend`` if it passed."""
     t0 = time.perf_counter()
+    wanted = "all" if backend == "auto" else backend
     out = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "models", "gate", MODEL, "--backend", "all"],
+        [sys.executable, "-m", "worker.cli", "models", "gate", MODEL, "--backend", wanted, "--promote"],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

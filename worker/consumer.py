@@ -6,7 +6,9 @@ and that spec's environment. Before anything else it lowers its priority
 started later, so it is set first), and asks the kernel to send it SIGTERM
 when its supervisor dies, so a killed ``embedq worker`` leaves no consumer
 behind. Then it runs a Celery worker (prefork pool) on the spec's queues;
-its presence row (``worker.presence``) publishes the spec.
+its presence row (``worker.presence``) publishes the spec. The interactive
+consumer of one process runs the solo pool (``worker.deadline`` enforces its
+time limits).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def celery_argv(consumer: Consumer, loglevel: str) -> list[str]:
         "--hostname",
         consumer.name,
         "--pool",
-        "prefork",
+        consumer.pool,
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",

@@ -33,6 +33,8 @@ from api_client.schemas import Limits
 from api_client.states import TERMINAL, JobKind, JobStatus
 from api_client.store import jobs as jobs_read
 from api_client.store.jobs import Created
+from worker.consumer import current
+from worker.deadline import time_limits
 from worker.errors import classify
 from worker.lease import JobStopped
 from worker.runtime import Runtime, runtime
@@ -174,10 +176,21 @@ def _after_chunk(task: Task, rt: Runtime, parent_id: str) -> None:
         log.warning("after a chunk of job %s: %s", parent_id, exc)
 
 
+def _inline_limits(task: Task) -> tuple[float | None, float | None]:
+    """``(soft, hard)`` seconds to enforce ourselves: a solo pool's (Celery enforces prefork's), else none."""
+    spec = current()
+    pool = spec.pool if spec is not None else task.app.conf.worker_pool
+    if pool != "solo":
+        return None, None
+    conf = task.app.conf
+    return task.soft_time_limit or conf.task_soft_time_limit, task.time_limit or conf.task_time_limit
+
+
 def _run(task: Task, rt: Runtime, claim: Claim, runner: Runner) -> None:
     rt.current_progress = None
+    soft, hard = _inline_limits(task)
     try:
-        with rt.keeper.holding(claim):
+        with rt.keeper.holding(claim), time_limits(claim.job_id, soft, hard):
             runner(rt, claim)
     except JobStopped as stopped:
         log.info("job %s stopped: %s", claim.job_id, stopped.status)

@@ -59,6 +59,9 @@ class Consumer:
     hardware: str
     device: str
     """``cpu``, or the CUDA device id this process alone sees."""
+    pool: str = "prefork"
+    """Celery pool: ``prefork``, or ``solo`` (jobs run in the consumer's own thread: the interactive
+    consumer of one process, whose small jobs then skip the pipe to a pool process)."""
     nice: int = 0
     sweeper: bool = False
     consumers: int = 1
@@ -189,6 +192,7 @@ def _cpu(
                 **common,
                 "lanes": ("interactive",),
                 "concurrency": interactive_concurrency,
+                "pool": "solo" if interactive_concurrency == 1 else "prefork",
                 "threads": threads or min(INTERACTIVE_THREADS, cores),
             },
         ),

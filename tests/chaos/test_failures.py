@@ -73,6 +73,16 @@ def test_the_soft_time_limit_retries_a_job_that_made_progress_and_fails_one_that
         assert info.error is not None and info.error["type"] == "TimeLimitExceeded"
         assert info.attempts == 1 and info.progress[0] == 0
         assert eq.encode(["after the limit"]).result(timeout=60).shape == (1, 384)
+
+        # The interactive consumer runs jobs in its own thread (the solo pool): the limit is ours to enforce.
+        long_texts = [(f"{text} " * 20)[:1900] for text in helpers.unique_texts(120)]
+        inline = eq.encode(long_texts, batch_size=120, lane="interactive")
+        info = inline.wait(timeout=120)
+        assert info.status == JobStatus.FAILED, (tmp_path / "worker.log").read_text()[-3000:]
+        assert info.error is not None and info.error["type"] == "TimeLimitExceeded"
+        assert info.queue == "embedq.cpu.interactive" and info.attempts == 1
+        assert eq.encode(["after the limit"], lane="interactive").result(timeout=60).shape == (1, 384)
+        assert worker.poll() is None  # the consumer lived on
     finally:
         eq.close()
         stop_worker(worker, timeout=30)
