@@ -1,0 +1,199 @@
+"""The base of every job request: a pydantic model validated with the limits and the catalog as context.
+
+Each kind's request is a ``Request``: pydantic checks the types and the
+constraints declared on its fields, and validators check the rest, reading
+``Context`` from pydantic's validation context: the request limits, the
+catalog of what exists (models, collections, classifiers; ``None`` checks
+the request alone) and whether fields only the service may set are allowed.
+``Request.parse`` is the one parser: the client runs it before a row or a
+message exists, the worker's inline path runs it on a plain Celery message,
+and ``handle`` runs it once more on every claimed job (never trust the
+message).
+
+Validators raise ``BadRequest`` (or a subclass, or ``UnknownModel``...) with
+messages that name the field, the limit and the offending index; pydantic
+lets those through unchanged, and its own errors become a ``BadRequest``
+naming the first field it found wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Protocol, Self
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
+
+from api_client.catalog import canonical_name
+from api_client.errors import BadRequest, LimitExceeded
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits; built from ``Settings`` by ``Limits.of``."""
+
+    max_texts_per_job: int = 100_000
+    max_chars_per_text: int = 50_000
+    max_batch_size: int = 1024
+    max_similarity_cells: int = 25_000_000
+    max_pairs: int = 1_000_000
+    max_queries: int = 1000
+    max_k: int = 1000
+
+    @classmethod
+    def of(cls, settings: Any) -> Limits:
+        return cls(
+            settings.max_texts_per_job,
+            settings.max_chars_per_text,
+            settings.max_batch_size,
+            settings.max_similarity_cells,
+            settings.max_pairs,
+            settings.max_queries,
+            settings.max_k,
+        )
+
+
+class Catalog(Protocol):
+    """What exists, for the checks a request's names need (the client's and the worker's own queries)."""
+
+    def model(self, name: str) -> Any | None:
+        """The ``models`` row ``name`` resolves to (``api_client.store.models.ModelRow``), ``None`` if none yet.
+
+        Raises ``UnknownModel`` for a name that is neither bundled nor registered.
+        """
+
+    def collection(self, name: str) -> Any:
+        """The collection ``name`` (``UnknownCollection`` if there is none)."""
+
+    def classifier(self, name: str) -> Any:
+        """The classifier ``name`` (``UnknownClassifier`` if there is none)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a request is validated against."""
+
+    limits: Limits = field(default_factory=Limits)
+    catalog: Catalog | None = None
+    """Existence checks of models, collections and classifiers; ``None``: the request's own checks only."""
+    internal: bool = False
+    """Whether fields only the service sets (a chunk's bounds) are allowed: on messages it sent itself."""
+
+
+def context_of(info: ValidationInfo) -> Context:
+    """The ``Context`` a validator runs under (a default one when none was given)."""
+    return info.context if isinstance(info.context, Context) else Context()
+
+
+def option_error(exc: ValidationError, request_model: type[BaseModel]) -> BadRequest:
+    """The first problem pydantic found, as a ``BadRequest`` naming the field (and the allowed ones)."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "request"
+    where = where if where.isprintable() and where.isascii() else ascii(where)
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(sorted(request_model.model_fields))
+        return BadRequest(f"{where}: unknown option (allowed: {allowed})", detail={"field": where})
+    if first["type"] == "missing":
+        return BadRequest(f"{where}: missing", detail={"field": where})
+    got = ascii(first.get("input"))[:200]
+    return BadRequest(f"{where}: {first['msg']} (got {got})", detail={"field": where})
+
+
+class Request(BaseModel):
+    """A job request: strict types, no unknown fields, immutable once validated."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    @classmethod
+    def parse(cls, raw: Any, context: Context | Limits | None = None) -> Self:
+        """Validate a raw (JSON-like) request; ``BadRequest`` (or a subclass) naming what is wrong."""
+        if isinstance(context, Limits):
+            context = Context(limits=context)
+        if not isinstance(raw, dict):
+            raise BadRequest(f"request: expected a JSON object, got {type(raw).__name__}", detail={"field": "request"})
+        try:
+            return cls.model_validate(raw, context=context or Context())
+        except ValidationError as exc:
+            raise option_error(exc, cls) from exc
+
+
+# ---------------------------------------------------------------- checks shared by the kinds
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored and hashed, if it cannot."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"is not valid Unicode (a lone surrogate at character {exc.start})"
+    return None
+
+
+def check_texts(texts: Any, limits: Limits, where: str = "texts") -> list[str]:
+    """Check the texts one by one; the error names the field and the first bad index."""
+    if isinstance(texts, str) or not isinstance(texts, list | tuple):
+        raise BadRequest(f"{where}: expected a list of strings, got {type(texts).__name__}", detail={"field": where})
+    if not texts:
+        raise BadRequest(f"{where}: the list is empty; send at least one text", detail={"field": where})
+    if len(texts) > limits.max_texts_per_job:
+        raise LimitExceeded(
+            f"{where}: {len(texts):,} texts is over the limit of {limits.max_texts_per_job:,} per job "
+            "(max_texts_per_job); split the input into several jobs",
+            detail={
+                "field": where,
+                "limit": "max_texts_per_job",
+                "max": limits.max_texts_per_job,
+                "actual": len(texts),
+            },
+        )
+    for index, text in enumerate(texts):
+        check_text(text, limits, f"{where}[{index}]", detail={"field": where, "index": index})
+    return list(texts)
+
+
+def check_text(text: Any, limits: Limits, where: str, *, detail: dict[str, Any] | None = None) -> str:
+    """One text: a non-blank string within ``max_chars_per_text`` that can be stored."""
+    detail = detail or {"field": where}
+    if not isinstance(text, str):
+        raise BadRequest(f"{where}: expected a string, got {type(text).__name__}", detail=detail)
+    if not text.strip():
+        raise BadRequest(f"{where}: the text is empty or only whitespace", detail=detail)
+    if len(text) > limits.max_chars_per_text:
+        raise LimitExceeded(
+            f"{where}: {len(text):,} characters is over the limit of {limits.max_chars_per_text:,} "
+            "per text (max_chars_per_text)",
+            detail={**detail, "limit": "max_chars_per_text", "max": limits.max_chars_per_text, "actual": len(text)},
+        )
+    problem = text_problem(text)
+    if problem:
+        raise BadRequest(f"{where}: the text {problem}", detail=detail)
+    return text
+
+
+def _texts(value: Any, info: ValidationInfo) -> list[str]:
+    return check_texts(value, context_of(info).limits, info.field_name or "texts")
+
+
+def _batch_size(value: Any, info: ValidationInfo) -> Any:
+    limits = context_of(info).limits
+    if isinstance(value, int) and not isinstance(value, bool) and value > limits.max_batch_size:
+        raise LimitExceeded(
+            f"batch_size: {value} is over the limit of {limits.max_batch_size} (max_batch_size)",
+            detail={"field": "batch_size", "limit": "max_batch_size", "max": limits.max_batch_size, "actual": value},
+        )
+    return value
+
+
+def _model_name(value: str) -> str:
+    problem = text_problem(value)
+    if problem:
+        raise BadRequest(f"model: {problem}", detail={"field": "model"})
+    return canonical_name(value)
+
+
+Texts = Annotated[list[str], BeforeValidator(_texts)]
+"""A non-empty list of texts within the limits, each a non-blank storable string."""
+BatchSize = Annotated[int, Field(ge=1), BeforeValidator(_batch_size)]
+ModelName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_model_name)]
+"""A model name as jobs ask for it, in its canonical form."""
