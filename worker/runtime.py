@@ -189,7 +189,14 @@ class Runtime:
         pinned = jobs_store.pin_model(conn=self.conn, job_id=family, model_id=model_id)
         if pinned == model_id:
             return loaded, model_id
-        return self.bound_model(name, pinned, owner=f"job {family}")
+        loaded, row_id = self.bound_model(name, pinned, owner=f"job {family}")
+        if row_id != pinned:
+            raise ModelMismatch(
+                f"job {family} computes with model version {pinned}, but {name!r} now resolves to version "
+                f"{loaded.sha256[:12]}: its files changed while the job ran",
+                detail={"model_id": pinned, "resolved": row_id},
+            )
+        return loaded, row_id
 
     def collection_model(
         self, collection: Collection, backend: str | None = None, *, claim: Claim | None = None
@@ -218,14 +225,7 @@ class Runtime:
                 f"{owner} holds vectors of backend {bound}; a job on it cannot use {backend!r}",
                 detail={"model_id": model_id, "backend": backend, "bound": bound},
             )
-        loaded, row_id = self.model(name, requested(bound))
-        if row_id != model_id:
-            raise ModelMismatch(
-                f"{owner} holds vectors of model version {model_id}, but {name!r} now resolves to version "
-                f"{loaded.sha256[:12]} (row {row_id}): its files changed",
-                detail={"model_id": model_id, "resolved": row_id},
-            )
-        return loaded, row_id
+        return self.model(name, requested(bound))
 
     def _set_threads(self) -> None:
         """Intra-op threads: ``EMBEDQ_TORCH_THREADS``, else this process's share of the usable cores.

@@ -131,7 +131,7 @@ def test_the_gate_refuses_dynamic_int8_and_a_promotion_switches_the_fleet_betwee
             assert chosen["paraphrases"]["recall"] >= 0.95 and abs(chosen["sts"]["delta"]) <= 0.005
             listing = _cli(env, "models", "list", "--json")
             rows = {row["backend"]: row for row in json.loads(listing.stdout)}
-            assert rows[promoted]["serving"] == "auto" and rows[promoted]["gate"]["passed"]
+            assert rows[promoted]["serving"] == "default" and rows[promoted]["gate"]["passed"]
 
             summary = eq.encode(helpers.unique_texts(3)).wait(timeout=WAIT).result
             assert summary["backend"] == promoted

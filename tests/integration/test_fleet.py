@@ -47,9 +47,10 @@ def test_the_default_worker_consumes_each_lane_in_a_process_of_its_own(eq, db, s
     assert interactive.pid != batch.pid
     assert {psutil.Process(row.pid).ppid() for row in rows.values()} == {session_worker.pid}
     assert interactive.backend == batch.backend == settings.backend and interactive.devices == ["cpu"]
-    # Pool processes: children of their consumer; the batch one yields the CPU to the interactive one.
-    for row in rows.values():
-        assert row.pool_pids and all(psutil.Process(pid).ppid() == row.pid for pid in row.pool_pids)
+    # The interactive consumer runs its jobs itself (the solo pool); the batch one has pool processes, its
+    # children, that yield the CPU to the interactive one.
+    assert interactive.pool_pids == [interactive.pid]
+    assert batch.pool_pids and all(psutil.Process(pid).ppid() == batch.pid for pid in batch.pool_pids)
     assert {psutil.Process(pid).nice() for pid in interactive.pool_pids} == {0}
     assert {psutil.Process(pid).nice() for pid in batch.pool_pids} == {10}
 

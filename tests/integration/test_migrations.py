@@ -20,6 +20,7 @@ from worker.cli.status import migration_heads
 
 TABLES = {
     "models",
+    "model_serving",
     "jobs",
     "embeddings",
     "encode_outputs",

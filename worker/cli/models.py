@@ -114,11 +114,11 @@ def _rows() -> list[dict[str, Any]]:
 
 
 def _serving_cell(serving: dict[tuple[str, str, str], str], version: Any) -> str | None:
-    """``auto`` on the row of the backend its version serves to requests that name none."""
+    """``default`` on the row of the backend its version serves to requests that name none."""
     served = serving.get((version.name, version.version, version.dtype))
     if served is None:
         served = "torch"  # no promotion: torch
-    return "auto" if version.backend == served else None
+    return "default" if version.backend == served else None
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
