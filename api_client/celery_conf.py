@@ -33,7 +33,7 @@ def route_message(
     limits: Limits,
     **_: Any,
 ) -> dict | None:
-    """Celery router for inline requests sent without a queue (``celery -A worker.app call``).
+    """Celery router for inline requests sent without a queue (``celery -A embedq.worker.app call``).
 
     An inline request of a known kind is routed by its size, as the client
     routes it (on CPU: this router cannot see the fleet; the sweeper moves a

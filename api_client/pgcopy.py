@@ -1,4 +1,4 @@
-"""PostgreSQL binary COPY for fixed-width rows, built and parsed with numpy.
+"""PostgreSQL binary COPY of vectors, parsed with numpy (the worker builds them: ``embedq.worker.store.copy``).
 
 Rows of embeddings have the same width every time, so a whole
 COPY body is one numpy structured array: no per-row Python. pgvector's binary
@@ -15,42 +15,15 @@ HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big
 TRAILER = b"\xff\xff"
 
 
-def _vector_dtype(dim: int) -> np.dtype:
+def vector_dtype(dim: int) -> np.dtype:
     return np.dtype([("dim", ">i2"), ("unused", ">i2"), ("values", ">f4", (dim,))])
 
 
-def _row_dtype(fields: Sequence[tuple[str, np.dtype]]) -> np.dtype:
+def row_dtype(fields: Sequence[tuple[str, np.dtype]]) -> np.dtype:
     layout: list[tuple[str, object]] = [("count", ">i2")]
     for name, dtype in fields:
         layout += [(f"{name}_len", ">i4"), (name, dtype)]
     return np.dtype(layout)
-
-
-def _body(fields: Sequence[tuple[str, np.dtype, object]], n: int) -> bytes:
-    rows = np.zeros(n, dtype=_row_dtype([(name, dtype) for name, dtype, _ in fields]))
-    rows["count"] = len(fields)
-    for name, dtype, values in fields:
-        rows[f"{name}_len"] = dtype.itemsize
-        if dtype.names and "values" in dtype.names:
-            vectors = np.asarray(values, dtype=np.float32)
-            rows[name]["dim"] = vectors.shape[1]
-            rows[name]["values"] = vectors
-        else:
-            rows[name] = values
-    return HEADER + rows.tobytes() + TRAILER
-
-
-def embedding_rows(model_id: int, hashes: Sequence[bytes], vectors: np.ndarray) -> bytes:
-    """COPY body for ``(model_id int4, text_sha256 bytea, embedding vector)``."""
-    n, dim = vectors.shape
-    return _body(
-        [
-            ("model_id", np.dtype(">i4"), model_id),
-            ("sha", np.dtype("S32"), np.array(hashes, dtype="S32")),
-            ("embedding", _vector_dtype(dim), vectors),
-        ],
-        n,
-    )
 
 
 def parse_vectors(body: bytes) -> np.ndarray:
@@ -63,7 +36,7 @@ def parse_vectors(body: bytes) -> np.ndarray:
     if end <= start:
         return np.zeros((0, 0), dtype=np.float32)
     dim = int.from_bytes(body[start + 6 : start + 8], "big", signed=True)
-    rows = np.frombuffer(body[start:end], dtype=_row_dtype([("embedding", _vector_dtype(dim))]))
+    rows = np.frombuffer(body[start:end], dtype=row_dtype([("embedding", vector_dtype(dim))]))
     if np.any(rows["embedding_len"] != 4 + 4 * dim):
         raise ValueError("vectors of different dimensions, or NULLs, in one COPY stream")
     return rows["embedding"]["values"].astype(np.float32)

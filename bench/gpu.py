@@ -40,8 +40,8 @@ import torch
 from safetensors import safe_open
 from sentence_transformers import SentenceTransformer
 
-from tasks.encode import TokenStats, iter_encode
-from tasks.gate import run_gate, stsb_dev
+from embedq.cores.encode import TokenStats, iter_encode
+from embedq.cores.gate import run_gate, stsb_dev
 
 REPO = Path(__file__).resolve().parent.parent
 GPU = REPO / ".gpu"

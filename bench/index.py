@@ -28,7 +28,7 @@ import faiss
 import numpy as np
 from _stack import RESULTS, direct_model, load_texts, parser, table, write_record
 
-from tasks import index as core
+from embedq.cores import index as core
 
 K = 10
 PARTS = ("blas", "auto", "sweep", "compare", "scale")

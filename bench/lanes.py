@@ -17,7 +17,7 @@ import time
 
 from _stack import direct_backend, direct_model, load_texts, parser, percentiles, service, table, verdict, write_record
 
-from worker.layout import INTERACTIVE_THREADS
+from embedq.worker.layout import INTERACTIVE_THREADS
 
 
 def singles(eq, texts: list[str], backend: str | None) -> list[float]:

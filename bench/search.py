@@ -47,7 +47,7 @@ from _stack import direct_model, load_texts, parser, percentiles, service, table
 
 from api_client import EmbedQ
 from api_client.db import connect
-from tasks import index as core
+from embedq.cores import index as core
 
 UPSERT_MAX = 100_000
 WARMUP = 10
@@ -123,8 +123,8 @@ def job_spans(eq: EmbedQ, ids: list[str]) -> tuple[list[float], list[float]]:
 
 def one_query(eq: EmbedQ, name: str, direct: Direct, queries: list[str], warmup: list[str]) -> dict:
     """Sequential one-query jobs and the direct path, per query; the worker's search code against FAISS."""
-    from worker.indexes import Delta, read_index
-    from worker.search_job import _candidates
+    from embedq.worker.indexes import Delta, read_index
+    from embedq.worker.search_job import _candidates
 
     index_id, folder, params, max_seq = active_index(eq, name)
     loaded = read_index(index_id, folder, params)
@@ -208,7 +208,7 @@ def register_copy(eq: EmbedQ, folder: Path) -> str:
     env = {**os.environ, "EMBEDQ_DATABASE_URL": str(eq.settings.database_url)}
     env["EMBEDQ_BROKER_URL"] = str(eq.settings.broker_url)
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "models", "add", COPY_NAME, str(folder)],
+        [sys.executable, "-m", "embedq.worker.cli", "models", "add", COPY_NAME, str(folder)],
         env=env,
         capture_output=True,
         text=True,

@@ -41,8 +41,8 @@ from _stack import (
 )
 from scipy.stats import spearmanr
 
-from tasks import backends as core
-from tasks import gate
+from embedq.cores import backends as core
+from embedq.cores import gate
 
 
 def spearman(vectors: np.ndarray, index: dict[str, int], s1: list[str], s2: list[str], gold: np.ndarray) -> float:

@@ -26,7 +26,7 @@ def start(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], float]:
     t0 = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "up", "--data-dir", str(data_dir)],
+            [sys.executable, "-m", "embedq.worker.cli", "up", "--data-dir", str(data_dir)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -27,7 +27,7 @@ SESSION_WORKER = "embedq-test@%h"
 @pytest.fixture(scope="session")
 def servers() -> Iterator[tuple[str, str]]:
     """``(broker_url, database_url)`` of the servers the whole session uses."""
-    from worker.stack import start_postgres, start_valkey
+    from embedq.worker.stack import start_postgres, start_valkey
 
     broker_url = os.environ.get("EMBEDQ_TEST_BROKER_URL")
     database_url = os.environ.get("EMBEDQ_TEST_DATABASE_URL")
@@ -44,7 +44,7 @@ def servers() -> Iterator[tuple[str, str]]:
 
 @pytest.fixture(scope="session")
 def database_url(servers: tuple[str, str]) -> str:
-    import migrations
+    from embedq import migrations
 
     url = servers[1]
     migrations.upgrade(url)
@@ -66,7 +66,7 @@ def worker_env(broker_url: str, database_url: str) -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="session")
 def session_worker(worker_env: dict[str, str], database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """One real worker subprocess for the session (model preloaded, sweeper on, short leases)."""
-    from worker.stack import stop_worker
+    from embedq.worker.stack import stop_worker
 
     log = tmp_path_factory.mktemp("logs") / "worker.log"
     proc = helpers.start_worker(worker_env, database_url, SESSION_WORKER, log)
@@ -113,7 +113,7 @@ def st_model():
 @pytest.fixture
 def isolated_database(database_url: str) -> Iterator[str]:
     """A fresh migrated database on the session's server, for tests that run their own workers."""
-    import migrations
+    from embedq import migrations
 
     url = helpers.create_database(database_url, "embedq_isolated")
     migrations.upgrade(url)

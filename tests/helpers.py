@@ -77,7 +77,7 @@ def flush_redis(broker_url: str) -> None:
 
 def start_worker(env: dict[str, str], database_url: str, name: str, log: Path, **kwargs: Any) -> subprocess.Popen:
     """A worker subprocess that is consuming when this returns; its output goes to ``log``."""
-    from worker.stack import spawn_worker, wait_ready
+    from embedq.worker.stack import spawn_worker, wait_ready
 
     with log.open("ab") as handle:
         proc = spawn_worker(

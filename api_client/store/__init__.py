@@ -1,1 +1,1 @@
-"""The client's SQL, one module per table group (the worker's writes live in ``worker.store``)."""
+"""The client's SQL, one module per table group (the worker's writes live in ``embedq.worker.store``)."""

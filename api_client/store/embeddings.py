@@ -4,7 +4,7 @@
 sha256): written once per model version and text, whichever job or worker
 computes it first. ``encode_outputs`` lists a job's items in input order by
 their text key; a job's vectors are the join of the two. The writes live in
-``worker.store.embeddings``.
+``embedq.worker.store.embeddings``.
 """
 
 from __future__ import annotations

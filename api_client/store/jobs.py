@@ -2,7 +2,7 @@
 
 Functions are keyword-only and take an explicit autocommit connection. The
 worker's state changes (claim, lease, progress, finish, release) and the
-sweeper's queries live in ``worker.store.jobs``.
+sweeper's queries live in ``embedq.worker.store.jobs``.
 
 A large request becomes a parent row and chunk rows, created in one
 transaction: each chunk is an ordinary job of the same kind over a part of

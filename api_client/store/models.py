@@ -2,7 +2,7 @@
 
 A model version is a name bound to the sha256 of its folder's files, the
 dtype it computes in and the backend that runs it. Writes live in
-``worker.store.models``.
+``embedq.worker.store.models``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reading the ``workers`` table: who is alive, what it consumes and runs (``worker.store.workers`` writes it).
+"""Reading the ``workers`` table: who is alive, what it consumes and runs (``embedq.worker.store.workers`` writes it).
 
 A row is one consumer process; the consumers of one ``embedq worker`` share
 its ``node`` name.

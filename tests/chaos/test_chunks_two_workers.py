@@ -18,8 +18,8 @@ from celery import Celery
 
 from api_client import EmbedQ, JobStatus
 from api_client.settings import get_settings
+from embedq.worker.stack import stop_worker
 from tests import helpers
-from worker.stack import stop_worker
 
 CHUNK = 200
 WAIT = 240

@@ -20,8 +20,8 @@ import pytest
 from api_client import EmbedQ
 from api_client.errors import DatabaseUnavailable
 from api_client.settings import get_settings
+from embedq.worker.stack import stop_worker
 from tests import helpers
-from worker.stack import stop_worker
 
 
 def set_reachable(admin_url: str, database: str, reachable: bool) -> None:

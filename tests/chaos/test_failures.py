@@ -9,8 +9,8 @@ import psycopg
 
 from api_client import EmbedQ, JobStatus
 from api_client.settings import get_settings
+from embedq.worker.stack import stop_worker
 from tests import helpers
-from worker.stack import stop_worker
 
 
 def test_a_job_survives_losing_its_database_connection(eq: EmbedQ, db) -> None:

@@ -19,9 +19,9 @@ import pytest
 from api_client import EmbedQ, JobStatus
 from api_client.errors import ArtifactCorrupt
 from api_client.settings import get_settings
-from tasks.artifacts import TMP_PREFIX, verify_artifact
+from embedq.cores.artifacts import TMP_PREFIX, verify_artifact
+from embedq.worker.stack import stop_worker
 from tests import helpers
-from worker.stack import stop_worker
 
 WAIT = 240
 

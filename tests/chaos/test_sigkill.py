@@ -10,8 +10,8 @@ import numpy as np
 
 from api_client import EmbedQ, JobStatus
 from api_client.settings import get_settings
+from embedq.worker.stack import stop_worker
 from tests import helpers
-from worker.stack import stop_worker
 
 
 def test_job_survives_its_worker_being_killed(

@@ -25,10 +25,10 @@ from api_client import EmbedQ
 from api_client.backends import requested
 from api_client.errors import BadRequest, UnknownModel
 from api_client.settings import get_settings
-from tasks import backends
+from embedq.cores import backends
+from embedq.worker.stack import stop_worker
+from embedq.worker.store.backends import promote
 from tests import helpers
-from worker.stack import stop_worker
-from worker.store.backends import promote
 
 WAIT = 240
 INT8 = backends.variant("onnx-int8", backends.isa() or "avx2")
@@ -52,7 +52,7 @@ def test_a_backend_is_refused_until_its_gate_passed(eq) -> None:
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "embedq.worker.cli", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

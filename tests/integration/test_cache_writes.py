@@ -6,9 +6,9 @@ import numpy as np
 
 from api_client.store import embeddings as embeddings_read
 from api_client.texts import text_sha256
-from worker.cache import Pending, commit
-from worker.store import embeddings as embeddings_store
-from worker.store import models as models_store
+from embedq.worker.cache import Pending, commit
+from embedq.worker.store import embeddings as embeddings_store
+from embedq.worker.store import models as models_store
 
 
 def test_a_key_cached_meanwhile_by_another_worker_is_skipped(db) -> None:

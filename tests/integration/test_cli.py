@@ -17,7 +17,7 @@ from tests import helpers
 
 def embedq(args: list[str], env: dict[str, str], stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "embedq.worker.cli", *args],
         input=stdin,
         capture_output=True,
         timeout=180,

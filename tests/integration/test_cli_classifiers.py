@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from embedq.worker.cli import main
 from tests import helpers
 from tests.integration.test_collections import TICKETS, docs
-from worker.cli import main
 
 LABELS = ("activate_my_card", "age_limit", "atm_support")
 CARD = "How do I activate my new card?"

@@ -86,7 +86,7 @@ def run(
     site: Path, args: list[str], env: dict[str, str] | None = None, stdin: bytes = b""
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-S", "-m", "worker.cli", *args],
+        [sys.executable, "-S", "-m", "embedq.worker.cli", *args],
         input=stdin,
         capture_output=True,
         timeout=120,

@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
+from embedq.worker.cli.status import migration_heads
 from tests import helpers
 from tests.conftest import SESSION_WORKER
 from tests.integration.test_cli import embedq
-from worker.cli.status import migration_heads
 
 WORKER_NAME = SESSION_WORKER.replace("%h", socket.gethostname())
 
@@ -93,7 +93,7 @@ def test_a_database_never_migrated_says_to_migrate(worker_env, database_url) -> 
 
 
 def test_a_database_behind_head_says_to_migrate(worker_env, database_url) -> None:
-    import migrations
+    from embedq import migrations
 
     heads = migration_heads()
     assert heads, "no head revision found in migrations/versions"

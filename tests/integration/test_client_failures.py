@@ -26,7 +26,7 @@ def test_a_database_that_is_down_raises_database_unavailable(broker_url: str) ->
 
 def test_the_command_line_says_so_without_a_traceback(broker_url: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "jobs"],
+        [sys.executable, "-m", "embedq.worker.cli", "jobs"],
         capture_output=True,
         text=True,
         timeout=60,

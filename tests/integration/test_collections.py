@@ -156,7 +156,7 @@ def test_rerank_rescores_the_top_hits_with_a_registered_cross_encoder(
     from tests.helpers import env_without_embedq
 
     added = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "models", "add", "tiny-rerank", tiny_cross_encoder],
+        [sys.executable, "-m", "embedq.worker.cli", "models", "add", "tiny-rerank", tiny_cross_encoder],
         capture_output=True,
         text=True,
         timeout=120,

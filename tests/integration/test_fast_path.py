@@ -17,10 +17,10 @@ from api_client.store import embeddings as embeddings_read
 from api_client.store import jobs as jobs_read
 from api_client.store.jobs import RESULT_CHANNEL
 from api_client.texts import text_sha256
+from embedq.worker.store import embeddings as embeddings_store
+from embedq.worker.store import jobs as jobs_store
+from embedq.worker.store import models as models_store
 from tests import helpers
-from worker.store import embeddings as embeddings_store
-from worker.store import jobs as jobs_store
-from worker.store import models as models_store
 
 
 def notices(conn: psycopg.Connection, timeout: float = 10.0) -> list[str]:

@@ -22,13 +22,13 @@ from api_client.settings import get_settings
 from api_client.states import JobKind, JobStatus
 from api_client.store import jobs as jobs_store
 from api_client.store import workers as workers_store
+from embedq.worker.layout import plan
+from embedq.worker.stack import stop_worker
+from embedq.worker.store import workers as presence_store
+from embedq.worker.supervisor import spawn
 from tests import helpers
 from tests.conftest import SESSION_WORKER
 from tests.integration.test_cli import embedq
-from worker.layout import plan
-from worker.stack import stop_worker
-from worker.store import workers as presence_store
-from worker.supervisor import spawn
 
 NODE = SESSION_WORKER.replace("%h", socket.gethostname())
 
@@ -150,7 +150,7 @@ def test_a_consumer_that_dies_takes_its_worker_down_with_it(
 def test_a_spawned_consumer_runs_its_spec_in_a_fresh_interpreter(
     isolated_database: str, broker_url: str, tmp_path: Path
 ) -> None:
-    """The path GPU consumers take (``python -m worker.consumer SPEC``), here with a CPU spec."""
+    """The path GPU consumers take (``python -m embedq.worker.consumer SPEC``), here with a CPU spec."""
     env = helpers.worker_env(helpers.other_redis_db(broker_url), isolated_database)
     (consumer,) = plan(
         name="spawned@%h", hardware="cpu", cores=2, lanes=("batch",), threads=1, sweeper=False, plain_queue=False

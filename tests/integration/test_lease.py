@@ -13,9 +13,9 @@ import pytest
 
 from api_client.states import JobKind
 from api_client.store import jobs as jobs_read
+from embedq.worker.lease import LeaseKeeper
+from embedq.worker.store import jobs as jobs_store
 from tests.helpers import wait_until
-from worker.lease import LeaseKeeper
-from worker.store import jobs as jobs_store
 
 
 @pytest.fixture

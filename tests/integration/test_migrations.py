@@ -1,4 +1,4 @@
-"""Alembic is the only schema: upgrade, downgrade, and agreement with api_client.tables."""
+"""Alembic is the only schema: upgrade, downgrade, and agreement with embedq.migrations.tables."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
-import migrations
 from api_client.db import sqlalchemy_url
-from api_client.tables import metadata
+from embedq import migrations
+from embedq.migrations.tables import metadata
+from embedq.worker.cli import main
+from embedq.worker.cli.status import migration_heads
 from tests import helpers
-from worker.cli import main
-from worker.cli.status import migration_heads
 
 TABLES = {
     "models",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api_client.store import models as models_read
-from worker.store import models as models_store
+from embedq.worker.store import models as models_store
 
 
 def row(

@@ -71,7 +71,7 @@ def test_celery_call_command_line(eq, db, worker_env: dict[str, str]) -> None:
             "-m",
             "celery",
             "-A",
-            "worker.app",
+            "embedq.worker.app",
             "call",
             "embedq.encode",
             "--kwargs",

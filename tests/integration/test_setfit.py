@@ -14,8 +14,8 @@ import pytest
 
 from api_client import EmbedQ, JobStatus
 from api_client.settings import get_settings
+from embedq.worker.stack import stop_worker
 from tests import helpers
-from worker.stack import stop_worker
 
 pytestmark = pytest.mark.slow
 

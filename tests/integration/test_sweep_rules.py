@@ -14,9 +14,9 @@ from api_client.routing import QUEUES
 from api_client.settings import Settings, get_settings
 from api_client.states import JobKind
 from api_client.store import jobs as jobs_store
+from embedq.worker.store import workers as workers_store
+from embedq.worker.sweeper import queue_depth, sweep
 from tests import helpers
-from worker.store import workers as workers_store
-from worker.sweeper import queue_depth, sweep
 
 BATCH = "embedq.cpu.batch"
 INTERACTIVE = "embedq.cpu.interactive"

@@ -13,8 +13,8 @@ from api_client.errors import AttemptsExhausted
 from api_client.settings import get_settings
 from api_client.states import JobKind
 from api_client.store import jobs as jobs_store
+from embedq.worker.cli import main
 from tests import helpers
-from worker.cli import main
 
 
 def insert_job(db, texts: list[str]) -> str:

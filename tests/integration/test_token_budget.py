@@ -9,8 +9,8 @@ import pytest
 
 from api_client import EmbedQ
 from api_client.settings import get_settings
+from embedq.worker.stack import stop_worker
 from tests import helpers
-from worker.stack import stop_worker
 
 LONG = (
     "The transfer I made on Monday still shows as pending, the recipient says nothing arrived, and the "

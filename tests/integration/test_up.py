@@ -57,7 +57,7 @@ def up_env(**env: str) -> dict[str, str]:
 def start_up(data_dir: Path, log: Path, **env: str) -> subprocess.Popen:
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "up", "--data-dir", str(data_dir), "--loglevel", "warning"],
+            [sys.executable, "-m", "embedq.worker.cli", "up", "--data-dir", str(data_dir), "--loglevel", "warning"],
             env=up_env(**env),
             stdout=out,
             stderr=subprocess.STDOUT,

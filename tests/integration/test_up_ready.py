@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from api_client.settings import get_settings
-from worker.stack import wait_ready
-from worker.store import workers as workers_store
+from embedq.worker.stack import wait_ready
+from embedq.worker.store import workers as workers_store
 
 
 def test_wait_ready_takes_only_a_heartbeat_younger_than_worker_alive_from_that_worker(database_url: str) -> None:

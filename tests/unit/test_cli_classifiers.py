@@ -11,17 +11,17 @@ import pytest
 from api_client.errors import BadRequest
 from api_client.schemas import Limits
 from api_client.schemas_classifiers import parse_fine_tune_request, parse_train_request
-from worker.cli import build_parser, main
-from worker.cli.classifier_files import (
+from embedq.worker.cli import build_parser, main
+from embedq.worker.cli.classifier_files import (
     by_record_line,
     parse_params,
     read_label_descriptions,
     read_labelled,
     read_pairs,
 )
-from worker.cli.classifier_views import prediction_lines, report_lines, triage_lines
-from worker.cli.common import UsageError
-from worker.cli.fine_tuning import fine_tune_request
+from embedq.worker.cli.classifier_views import prediction_lines, report_lines, triage_lines
+from embedq.worker.cli.common import UsageError
+from embedq.worker.cli.fine_tuning import fine_tune_request
 
 
 def write(path: Path, text: str | bytes) -> str:

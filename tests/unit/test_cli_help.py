@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from worker.cli import build_parser, main
+from embedq.worker.cli import build_parser, main
 
 
 @pytest.mark.parametrize(

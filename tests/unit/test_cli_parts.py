@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from api_client.errors import BadRequest, LimitExceeded
-from worker.cli.jobs import by_line, read_lines
-from worker.cli.status import migration_heads, public_url
+from embedq.worker.cli.jobs import by_line, read_lines
+from embedq.worker.cli.status import migration_heads, public_url
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "embedq" / "migrations"
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_other_errors_are_left_as_they_are() -> None:
 def test_schema_head_is_derived_from_the_migration_files() -> None:
     from alembic.script import ScriptDirectory
 
-    import migrations
+    from embedq import migrations
 
     script = ScriptDirectory.from_config(migrations.alembic_config("postgresql://unused/unused"))
     assert migration_heads() == sorted(script.get_heads())

@@ -9,7 +9,7 @@ import time
 import pytest
 from billiard.exceptions import SoftTimeLimitExceeded
 
-from worker.deadline import HARD_LIMIT_EXIT, time_limits
+from embedq.worker.deadline import HARD_LIMIT_EXIT, time_limits
 
 
 def test_the_soft_limit_interrupts_python_code_and_a_finished_block_is_left_alone() -> None:
@@ -25,7 +25,7 @@ def test_the_soft_limit_interrupts_python_code_and_a_finished_block_is_left_alon
 
 def test_the_hard_limit_ends_a_process_stuck_in_c_code() -> None:
     code = (
-        "import time\nfrom worker.deadline import time_limits\n"
+        "import time\nfrom embedq.worker.deadline import time_limits\n"
         "with time_limits('stuck', 0.2, 0.5):\n    time.sleep(30)\n"
     )
     started = time.monotonic()

@@ -13,7 +13,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from worker.extras import EXTRAS
+from embedq.worker.extras import EXTRAS
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 CLIENT = {"pydantic", "celery", "kombu", "redis", "packaging", "psycopg", "numpy"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.encode import batches, encode
+from embedq.cores.encode import batches, encode
 from tests.helpers import banking_texts
 
 

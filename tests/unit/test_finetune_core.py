@@ -18,7 +18,7 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 
 from api_client.errors import BadRequest
-from tasks.finetune import (
+from embedq.cores.finetune import (
     DEFAULTS,
     TrainingStopped,
     check_dims,
@@ -28,7 +28,7 @@ from tasks.finetune import (
     evaluate,
     fine_tune,
 )
-from tasks.finetune_eval import evaluate_dims
+from embedq.cores.finetune_eval import evaluate_dims
 from tests.helpers import banking_labelled
 
 TINY = {"batch_size": 8}

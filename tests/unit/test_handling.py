@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from worker.handling import MAX_RECORDED, recordable
+from embedq.worker.handling import MAX_RECORDED, recordable
 
 
 def test_refused_messages_are_stored_without_nul_and_bounded() -> None:

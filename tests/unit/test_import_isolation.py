@@ -14,7 +14,7 @@ def test_api_client_never_imports_heavy_libraries() -> None:
         "import sys, json\n"
         "import api_client\n"
         "from api_client import EmbedQ, Job\n"
-        "from api_client import client, routing, schemas, errors, postprocess, pgcopy, tables, celery_conf\n"
+        "from api_client import client, routing, schemas, errors, postprocess, pgcopy, celery_conf\n"
         "from api_client.store import jobs, embeddings, models, workers\n"
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
     )

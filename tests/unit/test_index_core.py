@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from api_client.errors import BadRequest
-from tasks import index as core
-from tasks.artifacts import verify_artifact, write_artifact
+from embedq.cores import index as core
+from embedq.cores.artifacts import verify_artifact, write_artifact
 from tests import helpers
 
 K = 10

@@ -15,12 +15,12 @@ from api_client.schemas import JobInfo, Limits
 from api_client.settings import get_settings
 from api_client.states import JobKind, JobStatus
 from api_client.store.workers import WorkerRow
+from embedq.worker.consumer import celery_argv
+from embedq.worker.hardware import parse_devices
+from embedq.worker.layout import BATCH_NICE, Consumer, plan
+from embedq.worker.stack import consuming
+from embedq.worker.supervisor import command
 from tests import helpers
-from worker.consumer import celery_argv
-from worker.hardware import parse_devices
-from worker.layout import BATCH_NICE, Consumer, plan
-from worker.stack import consuming
-from worker.supervisor import command
 
 HOST = socket.gethostname()
 
@@ -94,7 +94,7 @@ def test_the_gpu_layout_runs_on_cpu_only_machines_as_a_plan_and_refuses_what_mak
 def test_a_consumer_is_started_as_a_fresh_interpreter_with_its_spec() -> None:
     consumer = plan(name="w@%h", hardware="gpu", cores=4, devices=("3",))[0]
     argv = command(consumer, loglevel="warning", supervisor=123)
-    assert argv[1:3] == ["-m", "worker.consumer"] and argv[argv.index("--supervisor") + 1] == "123"
+    assert argv[1:4] == ["-P", "-m", "embedq.worker.consumer"] and argv[argv.index("--supervisor") + 1] == "123"
     assert Consumer.from_json(argv[-1]) == consumer
     celery = celery_argv(consumer, "warning")
     assert celery[celery.index("--queues") + 1] == ",".join(consumer.queues)

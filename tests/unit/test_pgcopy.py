@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 
 from api_client import pgcopy
+from embedq.worker.store import copy
 
 
 def test_embedding_rows_have_the_binary_copy_layout() -> None:
     vectors = np.array([[1.0, -2.5]], dtype=np.float32)
-    body = pgcopy.embedding_rows(7, [b"k" * 32], vectors)
+    body = copy.embedding_rows(7, [b"k" * 32], vectors)
     assert body.startswith(b"PGCOPY\n\xff\r\n\x00")
     row = body[19:-2]
     assert row[:2] == (3).to_bytes(2, "big")

