@@ -11,8 +11,8 @@ from kombu import Exchange, Queue
 
 from api_client.errors import BadRequest
 from api_client.kinds import BY_TASK
+from api_client.requests import Context, Limits
 from api_client.routing import DEFAULT_QUEUE, QUEUES, Thresholds
-from api_client.schemas import Limits
 from api_client.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def route_message(
     if spec is None:
         return None
     try:
-        request = spec.parse(kwargs.get("request") if isinstance(kwargs, dict) else None, limits)
+        request = spec.parse(kwargs.get("request") if isinstance(kwargs, dict) else None, Context(limits))
     except BadRequest:
         return {"queue": DEFAULT_QUEUE}
     queue = spec.queue(request, gpu_alive=False, thresholds=thresholds)

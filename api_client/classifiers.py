@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from api_client.errors import BadRequest
 from api_client.schemas_classifiers import check_name, parse_classifier_options, parse_train_request
-from api_client.states import JobKind
 from api_client.store import classifiers as classifiers_store
 
 if TYPE_CHECKING:
@@ -29,7 +28,8 @@ class ClassifiersMixin:
     """Classifiers for triage: zero-shot label anchors, trained heads, SetFit; versions; fine-tuned models."""
 
     _run: Callable[..., Any]
-    _submit: Callable[..., Job]
+    submit: Callable[..., Job]
+    listed: Callable[[Any], Any]
     limits: Any
 
     def create_classifier(
@@ -127,7 +127,7 @@ class ClassifiersMixin:
         if request.model is not None:
             self._check_model(request)  # type: ignore[attr-defined]
         self._run(lambda conn: classifiers_store.ensure_classifier(conn=conn, name=request.name, model=request.model))
-        return self._submit(JobKind.TRAIN_CLASSIFIER, raw, idempotency_key=idempotency_key, lane=None, hardware=None)
+        return self.submit("train_classifier", raw, idempotency_key=idempotency_key, lane=None, hardware=None)
 
     def classify(
         self,
@@ -152,7 +152,7 @@ class ClassifiersMixin:
             "version": version,
             "batch_size": batch_size,
         }
-        return self._submit(JobKind.CLASSIFY, raw, idempotency_key=None, lane=lane, hardware=None)
+        return self.submit("classify", raw, idempotency_key=None, lane=lane, hardware=None)
 
     def triage(
         self,
@@ -184,7 +184,7 @@ class ClassifiersMixin:
             "version": version,
             "batch_size": batch_size,
         }
-        return self._submit(JobKind.TRIAGE, raw, idempotency_key=None, lane=None, hardware=hardware_of(info))
+        return self.submit("triage", raw, idempotency_key=None, lane=None, hardware=hardware_of(info))
 
     def fine_tune(
         self,
@@ -217,4 +217,4 @@ class ClassifiersMixin:
             "params": dict(params) if isinstance(params, Mapping) else ({} if params is None else params),
             "seed": seed,
         }
-        return self._submit(JobKind.FINE_TUNE, raw, idempotency_key=idempotency_key, lane=None, hardware=None)
+        return self.submit("fine_tune", raw, idempotency_key=idempotency_key, lane=None, hardware=None)

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import psycopg
@@ -29,14 +29,16 @@ from api_client.errors import (
     UnknownModel,
 )
 from api_client.job import Job
-from api_client.kinds import KINDS
+from api_client.kinds import CLIENT_METHODS, KINDS, kind_of
 from api_client.notify import Notifier
-from api_client.schemas import DEFAULT_MODEL, JobInfo, Limits
+from api_client.requests import Context
+from api_client.schemas import JobInfo, Limits
 from api_client.settings import Settings, get_settings
-from api_client.states import JobKind, JobStatus
+from api_client.states import JobStatus
 from api_client.store import jobs as jobs_store
 from api_client.store import models as models_store
 from api_client.store import workers as workers_store
+from api_client.store.catalog import StoreCatalog
 
 log = logging.getLogger(__name__)
 
@@ -112,140 +114,34 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def encode(
+    def submit(
         self,
-        texts: Sequence[str],
+        kind: str,
+        request: dict[str, Any],
         *,
-        model: str = DEFAULT_MODEL,
-        normalize: bool = False,
-        batch_size: int = 32,
-        precision: str = "float32",
-        truncate_dim: int | None = None,
-        prompt_name: str | None = None,
-        prompt: str | None = None,
-        backend: str | None = None,
-        idempotency_key: str | None = None,
-        lane: str | None = None,
-        hardware: str | None = None,
-        normalize_embeddings: bool | None = None,
-    ) -> Job:
-        """Queue an encode job and return it at once; ``result()`` gives the vectors in input order.
-
-        Options are those of ``SentenceTransformer.encode`` (``normalize_embeddings``,
-        the library's name, is accepted for ``normalize``). Bad input raises
-        ``BadRequest``/``LimitExceeded``/``UnknownModel`` before anything is
-        queued. With an ``idempotency_key`` already used for the same request,
-        the existing job is returned. ``lane`` (``"interactive"`` or
-        ``"batch"``) and ``hardware`` (``"cpu"`` or ``"gpu"``) override the
-        router's choice; a GPU is used only while a GPU worker is alive. A job
-        of more than ``chunk_size`` texts runs as chunk jobs that any worker takes.
-        ``backend`` (``"torch"``, ``"onnx"``, ``"onnx-int8"``, ``"openvino"`` or
-        ``"auto"``) picks what computes the vectors; ``"torch"`` gives exactly
-        the library's floats, and the default is the worker's ``EMBEDQ_BACKEND``.
-        """
-        if normalize_embeddings is not None:
-            normalize = normalize or normalize_embeddings
-        raw = {
-            "texts": _listed(texts),
-            "model": model,
-            "normalize": normalize,
-            "batch_size": batch_size,
-            "precision": precision,
-            "truncate_dim": truncate_dim,
-            "prompt_name": prompt_name,
-            "prompt": prompt,
-            "backend": backend,
-        }
-        return self._submit(JobKind.ENCODE, raw, idempotency_key=idempotency_key, lane=lane, hardware=hardware)
-
-    def similarity(
-        self,
-        queries: Sequence[str],
-        texts: Sequence[str],
-        *,
-        model: str = DEFAULT_MODEL,
-        metric: str = "cosine",
-        pairwise: bool = False,
-        batch_size: int = 32,
-        backend: str | None = None,
         idempotency_key: str | None = None,
         lane: str | None = None,
         hardware: str | None = None,
     ) -> Job:
-        """Queue a similarity job; ``result()`` is float32 ``[len(queries), len(texts)]``, or ``[n]`` when pairwise.
+        """Validate, route, record and send a job of ``kind`` (any declared in ``api_client.kinds``).
 
-        Scores equal ``SentenceTransformer.similarity`` (``similarity_pairwise``
-        with ``pairwise=True``) with ``metric`` as the model's similarity
-        function: ``cosine``, ``dot``, ``euclidean`` or ``manhattan``. Texts
-        already encoded by this model version cost no forward pass. ``backend``
-        is as for ``encode``.
+        ``request`` is the kind's raw request, as a plain Celery client would
+        send it; the kinds' own methods (``encode``, ``search``, ``cluster``...)
+        build it from keyword arguments. Everything a request can be refused
+        for is raised here, before a row or a message exists: its schema, its
+        limits and the names it uses (model, collection, classifier).
         """
-        raw = {
-            "queries": _listed(queries),
-            "texts": _listed(texts),
-            "model": model,
-            "metric": metric,
-            "pairwise": pairwise,
-            "batch_size": batch_size,
-            "backend": backend,
-        }
-        return self._submit(JobKind.SIMILARITY, raw, idempotency_key=idempotency_key, lane=lane, hardware=hardware)
-
-    def paraphrases(
-        self,
-        texts: Sequence[str],
-        *,
-        threshold: float | None = None,
-        top_k: int = 100,
-        max_pairs: int = 500_000,
-        model: str = DEFAULT_MODEL,
-        metric: str = "cosine",
-        batch_size: int = 32,
-        backend: str | None = None,
-        idempotency_key: str | None = None,
-        lane: str | None = None,
-        hardware: str | None = None,
-    ) -> Job:
-        """Queue a paraphrase-mining job; ``result()`` is ``[(score, i, j), ...]``, best first.
-
-        The pairs are those of ``sentence_transformers.util.paraphrase_mining``
-        with the same ``top_k`` and ``max_pairs``, then only those scoring at
-        least ``threshold`` (when given).
-        """
-        raw = {
-            "texts": _listed(texts),
-            "threshold": threshold,
-            "top_k": top_k,
-            "max_pairs": max_pairs,
-            "model": model,
-            "metric": metric,
-            "batch_size": batch_size,
-            "backend": backend,
-        }
-        return self._submit(JobKind.PARAPHRASES, raw, idempotency_key=idempotency_key, lane=lane, hardware=hardware)
-
-    def _submit(
-        self,
-        kind: JobKind,
-        raw: dict[str, Any],
-        *,
-        idempotency_key: str | None,
-        lane: str | None,
-        hardware: str | None,
-    ) -> Job:
-        """Validate, route, record and send a job of ``kind``."""
-        spec = KINDS[kind]
-        request = spec.parse(raw, self.limits)
-        self._check_model(request)
+        spec = kind_of(kind)
+        parsed = spec.parse(request, Context(self.limits, catalog=StoreCatalog(self._run)))
         queue = spec.queue(
-            request, gpu_alive=self._gpu_alive(), thresholds=thresholds(self.settings), lane=lane, hardware=hardware
+            parsed, gpu_alive=self._gpu_alive(), thresholds=thresholds(self.settings), lane=lane, hardware=hardware
         )
         job_id = str(uuid.uuid4())  # chosen here, so a retried insert finds its own row
         created = self._run(
             lambda conn: submit.record(
                 conn=conn,
                 spec=spec,
-                request=request,
+                request=parsed,
                 queue=queue,
                 settings=self.settings,
                 idempotency_key=idempotency_key,
@@ -254,6 +150,18 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
         )
         submit.send(self._producer, created)
         return Job(self, created.info.id)
+
+    _submit = submit
+
+    @staticmethod
+    def listed(texts: Any) -> Any:
+        """A list from a list or tuple; anything else as it is, for the validator to name."""
+        return list(texts) if isinstance(texts, list | tuple) else texts
+
+    def __getattr__(self, name: str) -> Any:
+        """Methods declared with the kinds (``client_method``) are set on the class; this is only reached for a
+        name that is none of them."""
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def job(self, job_id: str) -> Job:
         """The job with this id (``JobNotFound`` if there is none)."""
@@ -362,7 +270,7 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
 
     def _result(self, info: JobInfo) -> Any:
         notice = self._notifier.take(info.id)
-        if notice is not None and notice.raw is not None and info.kind == JobKind.ENCODE:
+        if notice is not None and notice.raw is not None and info.kind == "encode":
             raw = notice.raw  # a small encode job's raw vectors, announced with its row
             if (info.result or {}).get("precision") in ("int8", "uint8"):
                 return self._run(lambda conn: results.with_options(conn, info, raw))
@@ -370,6 +278,5 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
         return self._run(lambda conn: KINDS[info.kind].read_result(conn, info))
 
 
-def _listed(texts: Any) -> Any:
-    """A list from a list or tuple; anything else as it is, for the validator to name."""
-    return list(texts) if isinstance(texts, list | tuple) else texts
+for _name, _method in CLIENT_METHODS.items():
+    setattr(EmbedQ, _name, _method)

@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from api_client.schemas_collections import check_collection_name, parse_collection_options
-from api_client.states import JobKind
 from api_client.store import collections as collections_store
 
 if TYPE_CHECKING:
@@ -32,7 +31,8 @@ class CollectionsMixin:
     """
 
     _run: Callable[..., Any]
-    _submit: Callable[..., Job]
+    submit: Callable[..., Job]
+    listed: Callable[[Any], Any]
 
     def create_collection(self, name: str, *, model: str = "all-MiniLM-L6-v2", normalize: bool = True) -> dict:
         """Create a collection (or return the existing one with the same model and normalization).
@@ -88,13 +88,13 @@ class CollectionsMixin:
             "batch_size": batch_size,
             "backend": backend,
         }
-        return self._submit(JobKind.UPSERT, raw, idempotency_key=idempotency_key, lane=lane, hardware=hardware_of(info))
+        return self.submit("upsert", raw, idempotency_key=idempotency_key, lane=lane, hardware=hardware_of(info))
 
     def delete(self, name: str, ids: Sequence[str], *, idempotency_key: str | None = None) -> Job:
         """Delete documents by id; they leave search results as soon as the job succeeded."""
         info = self._brief(name)
         raw = {"collection": name, "ids": list(ids) if isinstance(ids, list | tuple) else ids}
-        return self._submit(JobKind.DELETE, raw, idempotency_key=idempotency_key, lane=None, hardware=hardware_of(info))
+        return self.submit("delete", raw, idempotency_key=idempotency_key, lane=None, hardware=hardware_of(info))
 
     def build_index(
         self,
@@ -107,9 +107,7 @@ class CollectionsMixin:
         """Build a FAISS index of the collection (``flat``, ``hnsw``, ``ivf``, or ``auto`` by size); make it active."""
         info = self._brief(name)
         raw = {"collection": name, "kind": kind, "params": dict(params) if params is not None else None}
-        return self._submit(
-            JobKind.BUILD_INDEX, raw, idempotency_key=idempotency_key, lane=None, hardware=hardware_of(info)
-        )
+        return self.submit("build_index", raw, idempotency_key=idempotency_key, lane=None, hardware=hardware_of(info))
 
     def search(
         self,
@@ -146,7 +144,7 @@ class CollectionsMixin:
             "rerank_top": rerank_top,
             "batch_size": batch_size,
         }
-        return self._submit(JobKind.SEARCH, raw, idempotency_key=None, lane=lane, hardware=hardware_of(info))
+        return self.submit("search", raw, idempotency_key=None, lane=lane, hardware=hardware_of(info))
 
     def reindex(
         self,
@@ -176,6 +174,4 @@ class CollectionsMixin:
             "min_recall": min_recall,
             "backend": backend,
         }
-        return self._submit(
-            JobKind.REINDEX, raw, idempotency_key=idempotency_key, lane=None, hardware=hardware_of(info)
-        )
+        return self.submit("reindex", raw, idempotency_key=idempotency_key, lane=None, hardware=hardware_of(info))

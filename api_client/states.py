@@ -1,4 +1,4 @@
-"""Job states and job kinds.
+"""Job states, and the name of a job kind.
 
 ``queued → running → succeeded | failed | cancelled``; ``running`` may fall
 back to ``queued`` when a worker releases a job after a retriable error.
@@ -27,21 +27,8 @@ TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 OPEN = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 
 
-class JobKind(StrEnum):
-    """What a job does; ``api_client.kinds`` holds each kind's declaration."""
-
-    ENCODE = "encode"
-    SIMILARITY = "similarity"
-    PARAPHRASES = "paraphrases"
-    UPSERT = "upsert"
-    DELETE = "delete"
-    BUILD_INDEX = "build_index"
-    SEARCH = "search"
-    REINDEX = "reindex"
-    TRAIN_CLASSIFIER = "train_classifier"
-    CLASSIFY = "classify"
-    TRIAGE = "triage"
-    FINE_TUNE = "fine_tune"
+JobKind = str
+"""What a job does: a kind's name (``encode``, ``search``, ...), a key of ``api_client.kinds.KINDS``."""
 
 
 NOTIFY_CHANNEL = "embedq_jobs"

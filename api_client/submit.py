@@ -37,7 +37,7 @@ def record(
     chunks = spec.split(conn, payload, settings.chunk_size) if spec.split is not None else None
     return jobs_store.create_job(
         conn=conn,
-        kind=spec.kind,
+        kind=spec.name,
         queue=queue,
         request=payload,
         total=sum(chunk.total for chunk in chunks) if chunks else items,

@@ -1,7 +1,10 @@
 """What every task does around its runner: accept the message, claim, run, finish or fail.
 
 One ``handle`` serves every job kind: it takes the kind's declaration from
-``api_client.kinds`` and its runner from ``embedq.worker.runners``. The worker
+``api_client.kinds`` and its runner from ``embedq.worker.runners``, parses
+the claimed job's request once, hands the runner the typed request, and
+finishes the job with the runner's ``Outcome`` (``embedq.worker.finishing``),
+the same way for every kind. The worker
 survives every message: whatever a message holds, the task returns normally
 (and the message is acked) unless a retriable error asks Celery to retry it
 later. The returned outcome (the job's id, kind, status, summary and error,
@@ -15,7 +18,6 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
@@ -26,24 +28,25 @@ from celery.exceptions import Ignore
 from api_client import submit
 from api_client.backoff import compute_backoff
 from api_client.celery_conf import DEFAULT_QUEUE
-from api_client.errors import BadRequest, EmbedQError, RetriableError, TimeLimitRetried, WrongKind
+from api_client.errors import BadRequest, EmbedQError, PermanentError, RetriableError, TimeLimitRetried, WrongKind
 from api_client.jsonsafe import json_safe
 from api_client.kinds import KINDS, Kind
-from api_client.schemas import Limits
+from api_client.requests import Context, Limits
 from api_client.states import TERMINAL, JobKind, JobStatus
 from api_client.store import jobs as jobs_read
+from api_client.store.catalog import StoreCatalog
 from api_client.store.jobs import Created
 from embedq.worker.consumer import current
 from embedq.worker.deadline import time_limits
 from embedq.worker.errors import classify
+from embedq.worker.finishing import finish
 from embedq.worker.lease import JobStopped
+from embedq.worker.runners import RUNNERS
 from embedq.worker.runtime import Runtime, runtime
 from embedq.worker.store import jobs as jobs_store
 from embedq.worker.store.jobs import Claim
 
 log = logging.getLogger(__name__)
-
-Runner = Callable[[Runtime, Claim], dict[str, Any]]
 
 
 def _inline_job_id(task_id: str | None) -> str:
@@ -91,13 +94,15 @@ def accept(rt: Runtime, task: Task, spec: Kind, args: tuple[Any, ...], kwargs: d
                 f"got args={list(args)!r} kwargs={sorted(kwargs)!r}",
                 detail={"field": "message"},
             )
-        request = spec.parse(kwargs["request"], Limits.of(rt.settings))
-    except BadRequest as error:
+        request = spec.parse(
+            kwargs["request"], Context(Limits.of(rt.settings), catalog=StoreCatalog(lambda op: op(rt.conn)))
+        )
+    except PermanentError as error:
         log.warning("refused message %s: %s", task.request.id, error.message)
         jobs_store.create_failed_job(
             conn=rt.conn,
             job_id=inline_id,
-            kind=spec.kind,
+            kind=spec.name,
             queue=queue,
             request=recordable({"args": list(args), "kwargs": kwargs}),
             error=error,
@@ -112,7 +117,7 @@ def accept(rt: Runtime, task: Task, spec: Kind, args: tuple[Any, ...], kwargs: d
     return inline_id, True
 
 
-def handle(task: Task, kind: JobKind, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict:
+def handle(task: Task, kind: JobKind, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict:
     """Accept, claim and run one message; map failures to fail, release-and-retry, or nothing.
 
     Returns the job's final outcome for Celery's result backend when the
@@ -145,7 +150,7 @@ def handle(task: Task, kind: JobKind, runner: Runner, args: tuple[Any, ...], kwa
             _retry_message(task, classify(exc), kwargs)
             raise Ignore() from exc
         if claim is not None:
-            _run(task, rt, claim, runner)
+            _run(task, rt, claim, spec)
             if claim.parent_id is not None:
                 _after_chunk(task, rt, claim.parent_id)
         if not _inline(args, kwargs):
@@ -186,12 +191,17 @@ def _inline_limits(task: Task) -> tuple[float | None, float | None]:
     return task.soft_time_limit or conf.task_soft_time_limit, task.time_limit or conf.task_time_limit
 
 
-def _run(task: Task, rt: Runtime, claim: Claim, runner: Runner) -> None:
+def _run(task: Task, rt: Runtime, claim: Claim, spec: Kind) -> None:
+    """Parse the claimed job's request once, run its kind's runner, and finish it with the runner's outcome."""
     rt.current_progress = None
+    rt.job_backends.clear()
     soft, hard = _inline_limits(task)
     try:
         with rt.keeper.holding(claim), time_limits(claim.job_id, soft, hard):
-            runner(rt, claim)
+            context = Context(Limits.of(rt.settings), internal=claim.parent_id is not None)
+            outcome = RUNNERS[spec.name](rt, claim, spec.parse(claim.request, context))
+            if outcome is not None:
+                finish(rt, claim, spec, outcome)
     except JobStopped as stopped:
         log.info("job %s stopped: %s", claim.job_id, stopped.status)
     except Exception as exc:

@@ -56,6 +56,8 @@ class Runtime:
         self.backends = Backends(settings)
         self._rows: dict[tuple[str, str], tuple[float, Target, Choice, int]] = {}
         self.current_progress: Progress | None = None
+        self.job_backends: set[str] = set()
+        """The backends that computed vectors for the job in hand (its summary names them)."""
         self.keeper = LeaseKeeper(settings.require_database(), f"embedq-lease {self.name}", settings.lease_seconds)
 
     @property
@@ -143,6 +145,7 @@ class Runtime:
         if cached is not None and time.monotonic() - cached[0] < self.settings.model_recheck:
             _, target, choice, row_id = cached
             if self.registry.sha256(target.source) == target.sha256:  # else the files changed: a new version
+                self.job_backends.add(choice.backend)
                 return self._load(target, choice), row_id
         resolved = models_read.resolve_model(conn=self.conn, name=name)
         registered = resolved if resolved is not None and resolved.registered else None
@@ -161,6 +164,7 @@ class Runtime:
             source=source,
         )
         self._rows[(name, wanted)] = (time.monotonic(), target, choice, row.id)
+        self.job_backends.add(loaded.backend)
         return loaded, row.id
 
     def _load(self, target: Target, choice: Choice) -> LoadedModel:

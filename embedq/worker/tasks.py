@@ -16,19 +16,17 @@ from celery import Task
 from api_client.kinds import KINDS, Kind
 from embedq.worker.app import app
 from embedq.worker.handling import handle
-from embedq.worker.runners import RUNNERS
 
 
 def _register(spec: Kind) -> Task:
-    runner = RUNNERS[spec.kind]
     limits = {}
     if spec.time_limits is not None:
         limits = {"soft_time_limit": spec.time_limits[0], "time_limit": spec.time_limits[1]}
 
     def run(self: Task, *args: Any, **kwargs: Any) -> dict:
-        return handle(self, spec.kind, runner, args, kwargs)
+        return handle(self, spec.name, args, kwargs)
 
-    run.__doc__ = f"Run a {spec.kind} job: kwargs={{'job_id': <uuid>}} or kwargs={{'request': {{...}}}}."
+    run.__doc__ = f"Run a {spec.name} job: kwargs={{'job_id': <uuid>}} or kwargs={{'request': {{...}}}}."
     return app.task(name=spec.task_name, bind=True, max_retries=None, **limits)(run)
 
 

@@ -17,9 +17,9 @@ from api_client import EmbedQ, JobStatus
 from api_client.celery_conf import producer_app
 from api_client.errors import BadRequest, JobCancelled
 from api_client.kinds import KINDS
-from api_client.schemas import Limits, parse_encode_request
+from api_client.kinds.encode import EncodeRequest
+from api_client.requests import Limits
 from api_client.settings import get_settings
-from api_client.states import JobKind
 from api_client.submit import record, send
 from tests import helpers
 
@@ -141,8 +141,8 @@ def test_cancelling_a_parent_cancels_its_open_chunks(eq: EmbedQ, db) -> None:
 
 def test_a_chunk_that_fails_fails_its_parent_with_its_error(eq: EmbedQ, db) -> None:
     settings = eq.settings
-    spec = KINDS[JobKind.ENCODE]
-    request = parse_encode_request({"texts": helpers.unique_texts(250)}, Limits.of(settings))
+    spec = KINDS["encode"]
+    request = EncodeRequest.parse({"texts": helpers.unique_texts(250)}, Limits.of(settings))
     created = record(conn=db, spec=spec, request=request, queue="embedq.cpu.batch", settings=settings)
     assert created.info.chunks == 3 and len(created.messages) == 3
     bad = created.messages[1][0]

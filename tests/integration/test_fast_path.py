@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -12,7 +13,6 @@ import pytest
 from api_client import EmbedQ, JobStatus
 from api_client.notify import Notifier, parse_notice
 from api_client.results import with_options
-from api_client.states import JobKind
 from api_client.store import embeddings as embeddings_read
 from api_client.store import jobs as jobs_read
 from api_client.store.jobs import RESULT_CHANNEL
@@ -61,9 +61,9 @@ def claimed_job(db: psycopg.Connection, texts: list[str]) -> jobs_store.Claim:
     """A job recorded without a message (the session worker never sees it), claimed here."""
     request = {"texts": texts}
     job_id = jobs_read.create_job(
-        conn=db, kind=JobKind.ENCODE, queue="q", request=request, total=len(texts), max_attempts=3
+        conn=db, kind="encode", queue="q", request=request, total=len(texts), max_attempts=3
     ).info.id
-    claim = jobs_store.claim_job(conn=db, job_id=job_id, kind=JobKind.ENCODE, worker="test/1", lease_seconds=30)
+    claim = jobs_store.claim_job(conn=db, job_id=job_id, kind="encode", worker="test/1", lease_seconds=30)
     assert claim is not None
     return claim
 
@@ -84,16 +84,30 @@ def model_id(db: psycopg.Connection) -> int:
     ).id
 
 
-def test_the_finishing_statement_writes_new_vectors_outputs_and_state_at_once(db, model_id: int) -> None:
+def _finish(db: psycopg.Connection, claim: Any, *, keys: list, new_keys: list, new_vectors: Any, **finish: Any) -> bool:
+    """As ``embedq.worker.finishing.finish`` does: the outputs and the fenced final state in one transaction."""
+    finished = False
+    with db.transaction():
+        jobs_store.write_encode_outputs(
+            conn=db, claim=claim, model_id=finish.pop("model_id"), keys=keys, new_keys=new_keys,
+            new_vectors=new_vectors,
+        )  # fmt: skip
+        finished = jobs_store.finish_job(conn=db, claim=claim, **finish)
+        if not finished:
+            raise psycopg.Rollback()  # the transaction block rolls back and goes on
+    return finished
+
+
+def test_the_finishing_transaction_writes_new_vectors_outputs_and_state_at_once(db, model_id: int) -> None:
     claim = claimed_job(db, ["a", "b", "a"])
     a, b = text_sha256("a"), text_sha256("b")
     theirs = np.array([[9, 9, 9, 9]], dtype=np.float32)
     with db.transaction():  # another worker cached "a" meanwhile
         embeddings_store.write_embeddings(conn=db, model_id=model_id, keys=[a], vectors=theirs)
     mine = np.array([[1, 2, 3, 4], [5, 6, 7, 8.5]], dtype=np.float32)
-    assert jobs_store.finish_encode_job(
-        conn=db,
-        claim=claim,
+    assert _finish(
+        db,
+        claim,
         result={"count": 3},
         total=3,
         model_id=model_id,
@@ -107,25 +121,25 @@ def test_the_finishing_statement_writes_new_vectors_outputs_and_state_at_once(db
     np.testing.assert_array_equal(vectors, [[9, 9, 9, 9], [1, 2, 3, 4], [9, 9, 9, 9]])
 
 
-def test_a_job_taken_over_gets_no_outputs_from_the_finishing_statement(db, model_id: int) -> None:
+def test_a_job_taken_over_gets_nothing_from_the_finishing_transaction(db, model_id: int) -> None:
     claim = claimed_job(db, ["c"])
     db.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = %s", (claim.job_id,))  # another worker's claim
     c = text_sha256("c")
-    assert not jobs_store.finish_encode_job(
-        conn=db,
-        claim=claim,
+    assert not _finish(
+        db,
+        claim,
         result={"count": 1},
         total=1,
         model_id=model_id,
         keys=[c],
         new_keys=[c],
         new_vectors=np.ones((1, 4), dtype=np.float32),
-        notice="AAAA",
+        notice=(4, "AAAA"),
     )
     assert jobs_read.get_job(conn=db, job_id=claim.job_id).status == JobStatus.RUNNING
     assert db.execute("SELECT count(*) FROM encode_outputs WHERE job_id = %s", (claim.job_id,)).fetchone()[0] == 0
-    # The vector itself is right whoever holds the job: it stays cached.
-    assert embeddings_store.cached_keys(conn=db, model_id=model_id, keys=[c]) == {c}
+    # Nothing of its outputs lands: whoever holds the job now writes its own.
+    assert embeddings_store.cached_keys(conn=db, model_id=model_id, keys=[c]) == set()
 
 
 def test_the_listener_keeps_notices_only_for_jobs_it_waits_on(database_url: str, db) -> None:

@@ -19,7 +19,7 @@ import psycopg
 from api_client import EmbedQ
 from api_client.celery_conf import producer_app
 from api_client.settings import get_settings
-from api_client.states import JobKind, JobStatus
+from api_client.states import JobStatus
 from api_client.store import jobs as jobs_store
 from api_client.store import workers as workers_store
 from embedq.worker.layout import plan
@@ -92,7 +92,7 @@ def test_fleet_lists_the_live_worker_with_its_lanes_and_backend(eq, worker_env) 
 def test_a_job_on_a_queue_no_live_worker_consumes_says_so_and_is_moved(eq, db) -> None:
     created = jobs_store.create_job(
         conn=db,
-        kind=JobKind.ENCODE,
+        kind="encode",
         queue="embedq.gpu.batch",
         request={"texts": helpers.unique_texts(1)},
         total=1,

@@ -32,7 +32,7 @@ def record_unsent(conn: psycopg.Connection, settings, kind: JobKind, raw: dict) 
 
 def test_a_lost_similarity_job_is_resent_as_similarity(eq: EmbedQ, db, settings, st_model) -> None:
     texts = helpers.unique_texts(5)
-    job_id = record_unsent(db, settings, JobKind.SIMILARITY, {"queries": texts[:2], "texts": texts[2:]})
+    job_id = record_unsent(db, settings, "similarity", {"queries": texts[:2], "texts": texts[2:]})
     scores = eq.job(job_id).result(timeout=60)
     expected = st_model.similarity(st_model.encode(texts[:2]), st_model.encode(texts[2:])).numpy()
     assert scores.shape == (2, 3) and np.abs(scores - expected).max() < 1e-5
@@ -44,7 +44,7 @@ def test_a_message_for_the_wrong_kind_does_not_run_the_job(
     eq: EmbedQ, db, settings, st_model, broker_url: str, database_url: str
 ) -> None:
     texts = helpers.unique_texts(3)
-    job_id = record_unsent(db, settings, JobKind.ENCODE, {"texts": texts})
+    job_id = record_unsent(db, settings, "encode", {"texts": texts})
     producer = producer_app(settings)
     wrong = str(uuid.uuid4())
     try:
@@ -71,12 +71,12 @@ def test_a_message_for_the_wrong_kind_does_not_run_the_job(
 
 def test_claim_refuses_a_job_of_another_kind_and_leaves_it_queued(isolated_database: str, settings) -> None:
     with psycopg.connect(isolated_database, autocommit=True) as conn:
-        job_id = record_unsent(conn, settings, JobKind.ENCODE, {"texts": ["a text to encode"]})
+        job_id = record_unsent(conn, settings, "encode", {"texts": ["a text to encode"]})
         with pytest.raises(WrongKind, match="a message for the similarity task cannot run it") as caught:
-            claim_job(conn=conn, job_id=job_id, kind=JobKind.SIMILARITY, worker="test/1", lease_seconds=30)
+            claim_job(conn=conn, job_id=job_id, kind="similarity", worker="test/1", lease_seconds=30)
         assert caught.value.detail == {"job_id": job_id, "kind": "encode", "task_kind": "similarity"}
         row = helpers.job_row(conn, job_id)
         assert row["status"] == "queued" and row["attempts"] == 0 and row["worker"] is None
         # Its own kind still takes it.
-        claim = claim_job(conn=conn, job_id=job_id, kind=JobKind.ENCODE, worker="test/1", lease_seconds=30)
-        assert claim is not None and claim.attempt == 1 and claim.kind == JobKind.ENCODE
+        claim = claim_job(conn=conn, job_id=job_id, kind="encode", worker="test/1", lease_seconds=30)
+        assert claim is not None and claim.attempt == 1 and claim.kind == "encode"

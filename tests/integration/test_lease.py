@@ -11,7 +11,6 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from api_client.states import JobKind
 from api_client.store import jobs as jobs_read
 from embedq.worker.lease import LeaseKeeper
 from embedq.worker.store import jobs as jobs_store
@@ -33,9 +32,9 @@ def lease_left(db, job_id: str) -> float:
 def claimed(db: psycopg.Connection) -> jobs_store.Claim:
     """A job just claimed with a one-second lease."""
     info = jobs_read.create_job(
-        conn=db, kind=JobKind.ENCODE, queue="embedq.cpu.batch", request={"texts": ["x"]}, total=1, max_attempts=3
+        conn=db, kind="encode", queue="embedq.cpu.batch", request={"texts": ["x"]}, total=1, max_attempts=3
     ).info
-    claim = jobs_store.claim_job(conn=db, job_id=info.id, kind=JobKind.ENCODE, worker="test/1", lease_seconds=1.0)
+    claim = jobs_store.claim_job(conn=db, job_id=info.id, kind="encode", worker="test/1", lease_seconds=1.0)
     assert claim is not None
     return claim
 

@@ -35,7 +35,7 @@ def setup(isolated_database: str, broker_url: str) -> Iterator[tuple[psycopg.Con
     app.close()
 
 
-def job(conn: psycopg.Connection, queue: str = BATCH, kind: JobKind = JobKind.ENCODE, **columns: object) -> str:
+def job(conn: psycopg.Connection, queue: str = BATCH, kind: JobKind = "encode", **columns: object) -> str:
     info = jobs_store.create_job(
         conn=conn, kind=kind, queue=queue, request={"texts": ["x"]}, total=1, max_attempts=3
     ).info
@@ -74,8 +74,8 @@ def message_ids(app: Celery, queue: str) -> list[str]:
 def test_each_job_goes_back_to_its_own_kinds_task(setup) -> None:
     conn, app, settings = setup
     live_worker(conn, BATCH, INTERACTIVE)
-    lost = job(conn, kind=JobKind.SIMILARITY, sent_at="2000-01-01")
-    lapsed = job(conn, kind=JobKind.PARAPHRASES, status="running", attempts=1, lease_expires_at="2000-01-01")
+    lost = job(conn, kind="similarity", sent_at="2000-01-01")
+    lapsed = job(conn, kind="paraphrases", status="running", attempts=1, lease_expires_at="2000-01-01")
     encode = job(conn, sent_at="2000-01-01")
     report = sweep(conn=conn, app=app, settings=settings)
     assert sorted(report.resent) == sorted([lost, lapsed, encode])
@@ -89,7 +89,7 @@ def test_a_parent_is_never_sent_its_chunks_are(setup) -> None:
     live_worker(conn, BATCH, INTERACTIVE)
     created = jobs_store.create_job(
         conn=conn,
-        kind=JobKind.ENCODE,
+        kind="encode",
         queue=BATCH,
         request={"texts": ["a", "b", "c"]},
         total=3,

@@ -11,7 +11,6 @@ from api_client import EmbedQ, JobStatus
 from api_client.celery_conf import producer_app
 from api_client.errors import AttemptsExhausted
 from api_client.settings import get_settings
-from api_client.states import JobKind
 from api_client.store import jobs as jobs_store
 from embedq.worker.cli import main
 from tests import helpers
@@ -21,7 +20,7 @@ def insert_job(db, texts: list[str]) -> str:
     """A queued job whose message was never sent, as after a client crash between commit and send."""
     info = jobs_store.create_job(
         conn=db,
-        kind=JobKind.ENCODE,
+        kind="encode",
         queue="embedq.cpu.interactive",
         request={"texts": texts},
         total=len(texts),

@@ -268,17 +268,18 @@ def test_a_tampered_file_is_refused_on_load_then_rebuilt_with_the_gated_sha256(i
 
 def test_requests_name_a_backend_or_leave_it_to_the_worker() -> None:
     from api_client.errors import BadRequest
-    from api_client.schemas import Limits, parse_encode_request
+    from api_client.kinds.encode import EncodeRequest
+    from api_client.kinds.similarity import SimilarityRequest
+    from api_client.requests import Limits
     from api_client.schemas_collections import parse_reindex_request, parse_upsert_request
-    from api_client.schemas_similarity import parse_similarity_request
 
-    assert parse_encode_request({"texts": ["a"]}, Limits()).backend is None
-    assert parse_encode_request({"texts": ["a"], "backend": "torch"}, Limits()).backend == "torch"
-    assert parse_similarity_request({"queries": ["a"], "texts": ["b"], "backend": "onnx"}, Limits()).backend == "onnx"
+    assert EncodeRequest.parse({"texts": ["a"]}, Limits()).backend is None
+    assert EncodeRequest.parse({"texts": ["a"], "backend": "torch"}, Limits()).backend == "torch"
+    assert SimilarityRequest.parse({"queries": ["a"], "texts": ["b"], "backend": "onnx"}, Limits()).backend == "onnx"
     upsert = {"collection": "c", "documents": [{"id": "1", "text": "t"}], "backend": "onnx-int8"}
     assert parse_upsert_request(upsert, Limits()).backend == "onnx-int8"
     bf16 = {"texts": ["a"], "backend": "openvino-bf16"}
-    assert parse_encode_request(bf16, Limits()).backend == "openvino-bf16"
+    assert EncodeRequest.parse(bf16, Limits()).backend == "openvino-bf16"
     assert parse_reindex_request({"collection": "c", "backend": "auto"}, Limits()).backend == "auto"
     with pytest.raises(BadRequest, match="backend"):
-        parse_encode_request({"texts": ["a"], "backend": "tensorrt"}, Limits())
+        EncodeRequest.parse({"texts": ["a"], "backend": "tensorrt"}, Limits())

@@ -13,7 +13,7 @@ from api_client.kinds import KINDS
 from api_client.routing import CHARS_PER_TOKEN
 from api_client.schemas import JobInfo, Limits
 from api_client.settings import get_settings
-from api_client.states import JobKind, JobStatus
+from api_client.states import JobStatus
 from api_client.store.workers import WorkerRow
 from embedq.worker.consumer import celery_argv
 from embedq.worker.hardware import parse_devices
@@ -119,7 +119,7 @@ def test_a_worker_is_ready_once_every_consumer_it_started_heartbeats() -> None:
 
 def test_routing_thresholds_come_from_the_settings() -> None:
     settings = get_settings({"EMBEDQ_INTERACTIVE_MAX_ITEMS": "3", "EMBEDQ_INTERACTIVE_MAX_CHARS": "20"}, env_file=False)
-    spec = KINDS[JobKind.ENCODE]
+    spec = KINDS["encode"]
 
     def queue(texts: list[str]) -> str:
         request = spec.parse({"texts": texts}, Limits.of(settings))
@@ -134,7 +134,7 @@ def test_routing_thresholds_come_from_the_settings() -> None:
 def info(status: JobStatus, queue: str = "embedq.gpu.batch") -> JobInfo:
     now = dt.datetime.now(dt.UTC)
     return JobInfo(
-        "j", JobKind.ENCODE, status, queue, (0, 1), 1, None, None, "h/7", None, now, None, None
+        "j", "encode", status, queue, (0, 1), 1, None, None, "h/7", None, now, None, None
     )  # fmt: skip
 
 
@@ -159,7 +159,7 @@ def test_the_default_thresholds_hold_the_measured_characters_per_token_and_256_s
     tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
     assert CHARS_PER_TOKEN <= sum(map(len, texts)) / tokens < CHARS_PER_TOKEN + 0.25  # 4.14 measured
 
-    spec, settings = KINDS[JobKind.ENCODE], get_settings({}, env_file=False)
+    spec, settings = KINDS["encode"], get_settings({}, env_file=False)
     limits = Limits.of(settings)
     for n, lane in ((256, "interactive"), (257, "batch")):
         request = spec.parse({"texts": texts[:n]}, limits)

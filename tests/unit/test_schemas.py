@@ -3,13 +3,14 @@ from __future__ import annotations
 import pytest
 
 from api_client.errors import BadRequest, LimitExceeded
-from api_client.schemas import Limits, parse_encode_request
+from api_client.kinds.encode import EncodeRequest
+from api_client.requests import Limits
 
 LIMITS = Limits(max_texts_per_job=5, max_chars_per_text=20, max_batch_size=64)
 
 
 def parse(**request: object):
-    return parse_encode_request({"texts": ["a text"], **request}, LIMITS)
+    return EncodeRequest.parse({"texts": ["a text"], **request}, LIMITS)
 
 
 def test_defaults_match_sentence_transformers() -> None:
@@ -41,7 +42,7 @@ def test_defaults_match_sentence_transformers() -> None:
 )
 def test_bad_texts_name_the_offending_index(texts: object, message: str, index: int | None) -> None:
     with pytest.raises(BadRequest) as caught:
-        parse_encode_request({"texts": texts}, LIMITS)
+        EncodeRequest.parse({"texts": texts}, LIMITS)
     assert message in caught.value.message
     assert caught.value.detail.get("index") == index
     assert caught.value.detail["field"] == "texts"
@@ -49,14 +50,14 @@ def test_bad_texts_name_the_offending_index(texts: object, message: str, index: 
 
 def test_too_many_texts_names_the_limit() -> None:
     with pytest.raises(LimitExceeded) as caught:
-        parse_encode_request({"texts": ["x"] * 6}, LIMITS)
+        EncodeRequest.parse({"texts": ["x"] * 6}, LIMITS)
     assert "6 texts is over the limit of 5 per job (max_texts_per_job)" in caught.value.message
     assert caught.value.detail == {"field": "texts", "limit": "max_texts_per_job", "max": 5, "actual": 6}
 
 
 def test_too_long_text_names_the_limit_and_index() -> None:
     with pytest.raises(LimitExceeded) as caught:
-        parse_encode_request({"texts": ["short", "x" * 21]}, LIMITS)
+        EncodeRequest.parse({"texts": ["short", "x" * 21]}, LIMITS)
     assert caught.value.message.startswith("texts[1]: 21 characters is over the limit of 20")
     assert caught.value.detail["index"] == 1
     assert caught.value.detail["limit"] == "max_chars_per_text"
@@ -100,9 +101,9 @@ def test_prompt_and_prompt_name_together_are_refused() -> None:
 
 def test_request_must_be_an_object_with_texts() -> None:
     with pytest.raises(BadRequest, match="expected a JSON object"):
-        parse_encode_request(["a"], LIMITS)
+        EncodeRequest.parse(["a"], LIMITS)
     with pytest.raises(BadRequest, match="texts: missing"):
-        parse_encode_request({"model": "x"}, LIMITS)
+        EncodeRequest.parse({"model": "x"}, LIMITS)
 
 
 @pytest.mark.parametrize("field", ["prompt", "prompt_name", "model"])
@@ -117,7 +118,7 @@ def test_hub_ids_of_bundled_models_become_their_short_name() -> None:
 
 def test_text_that_is_not_valid_unicode_is_refused() -> None:
     with pytest.raises(BadRequest, match=r"texts\[1\]: the text is not valid Unicode"):
-        parse_encode_request({"texts": ["fine", "broken \ud800"]}, LIMITS)
+        EncodeRequest.parse({"texts": ["fine", "broken \ud800"]}, LIMITS)
 
 
 def test_odd_option_names_are_shown_escaped() -> None:

@@ -1,7 +1,8 @@
 """The ``embedq`` command line.
 
-Each module of this package holds a group of commands and a ``register(sub)``
-that adds their parsers; ``COMMAND_GROUPS`` lists them in help order. Modules
+Each module of this package that has a ``register(sub)`` holds a group of
+commands and adds their parsers; ``command_groups`` finds them (a new
+module is a new group) and orders them by their ``ORDER``. Modules
 import only the light client at the top: a command that needs an extra checks
 for it (``embedq.worker.extras.require``) before importing anything of it.
 """
@@ -9,9 +10,12 @@ for it (``embedq.worker.extras.require``) before importing anything of it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import pkgutil
 import sys
 from importlib import metadata
+from types import ModuleType
 
 from pydantic import ValidationError
 
@@ -25,11 +29,19 @@ from api_client.errors import (
     UnknownCollection,
     UnknownModel,
 )
-from embedq.worker.cli import classifiers, collections, fine_tuning, fleet, jobs, models, scores, services, status
 from embedq.worker.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
 
-COMMAND_GROUPS = (services, jobs, scores, collections, classifiers, fine_tuning, models, status, fleet)
-"""Modules with a ``register(sub)`` that adds their commands."""
+
+def command_groups() -> list[ModuleType]:
+    """The modules of this package with a ``register(sub)`` that adds their commands, in help order (``ORDER``)."""
+    found = [
+        importlib.import_module(f"{__name__}.{info.name}")
+        for info in pkgutil.iter_modules(__path__)
+        if not info.name.startswith("_")
+    ]
+    groups = [module for module in found if hasattr(module, "register")]
+    return sorted(groups, key=lambda module: (getattr(module, "ORDER", 100), module.__name__))
+
 
 INPUT_ERRORS = (BadRequest, UnknownModel, UnknownCollection, UnknownClassifier, JobNotFound, IdempotencyConflict)
 """Errors caused by what the caller asked for: exit status 2, like a usage error."""
@@ -56,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"embedq {version()}", help="print the version")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in COMMAND_GROUPS:
+    for group in command_groups():
         group.register(sub)
     return parser
 

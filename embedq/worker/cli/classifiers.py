@@ -23,6 +23,9 @@ from embedq.worker.cli.collections import _print_json
 from embedq.worker.cli.common import UsageError, client
 from embedq.worker.cli.jobs import add_wait_options, await_job, by_line, read_texts
 
+ORDER = 50
+"""Where these commands come in ``embedq --help``."""
+
 
 def _show(value: Any, as_json: bool, lines: Callable[[Any], list[str]]) -> None:
     """``value`` as JSON, or as the lines ``lines(value)`` makes of it."""

@@ -20,6 +20,9 @@ from api_client.schemas_collections import INDEX_KINDS
 from embedq.worker.cli.common import UsageError, client
 from embedq.worker.cli.jobs import add_wait_options, await_job, read_texts
 
+ORDER = 40
+"""Where these commands come in ``embedq --help``."""
+
 _WHERE = re.compile(r"^documents(?:\.text)?\[(\d+)\](?:\.(\w+))?: ")
 _REFERENCE = re.compile(r"documents\[(\d+)\]")
 

@@ -18,6 +18,9 @@ from embedq.worker.cli.collections import _print_json
 from embedq.worker.cli.common import UsageError, client
 from embedq.worker.cli.jobs import add_wait_options, await_job
 
+ORDER = 60
+"""Where these commands come in ``embedq --help``."""
+
 HEADERS = {"mnrl": "anchor,positive", "cosent": "text1,text2,score"}
 
 

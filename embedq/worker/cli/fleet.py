@@ -12,6 +12,9 @@ from typing import Any
 
 from api_client.settings import get_settings
 
+ORDER = 90
+"""Where these commands come in ``embedq --help``."""
+
 
 def read(settings: Any) -> dict[str, Any]:
     """The live consumers (``api_client.store.workers.fleet``) and the queues where jobs wait with none."""

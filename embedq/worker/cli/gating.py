@@ -117,7 +117,7 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(actions: Any) -> None:
+def register_actions(actions: Any) -> None:
     """Add ``gate`` and ``promote`` to the ``embedq models`` action parsers."""
     gate = actions.add_parser(
         "gate",

@@ -9,9 +9,13 @@ import sys
 from typing import Any
 
 from api_client.errors import BadRequest
-from api_client.schemas import DEFAULT_MODEL, PRECISIONS
+from api_client.kinds.encode import PRECISIONS
+from api_client.schemas import DEFAULT_MODEL
 from api_client.states import JobStatus
 from embedq.worker.cli.common import UsageError, client, refuse_terminal, write_npy
+
+ORDER = 20
+"""Where these commands come in ``embedq --help``."""
 
 
 def read_lines(data: str) -> list[str]:

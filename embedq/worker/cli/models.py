@@ -13,6 +13,9 @@ from api_client.errors import UnknownModel
 from api_client.settings import get_settings
 from embedq.worker.cli.common import UsageError, require
 
+ORDER = 70
+"""Where these commands come in ``embedq --help``."""
+
 MODEL_FILES = ("modules.json", "config.json")
 """A sentence-transformers folder has modules.json; a plain transformers one has config.json."""
 
@@ -174,4 +177,4 @@ def register(sub: Any) -> None:
     add.set_defaults(func=cmd_models_add)
     from embedq.worker.cli import gating
 
-    gating.register(actions)
+    gating.register_actions(actions)

@@ -8,10 +8,13 @@ import sys
 from typing import Any
 
 from api_client.errors import BadRequest
+from api_client.kinds.similarity import METRICS
 from api_client.schemas import DEFAULT_MODEL
-from api_client.schemas_similarity import METRICS
 from embedq.worker.cli.common import UsageError, client, refuse_terminal, write_npy
 from embedq.worker.cli.jobs import add_wait_options, await_job, by_line, read_texts
+
+ORDER = 30
+"""Where these commands come in ``embedq --help``."""
 
 
 def cmd_similarity(args: argparse.Namespace) -> int:

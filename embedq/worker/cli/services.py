@@ -21,6 +21,9 @@ from api_client.settings import get_settings
 from embedq.worker.cli.common import UsageError, require
 from embedq.worker.layout import BATCH_NICE
 
+ORDER = 10
+"""Where these commands come in ``embedq --help``."""
+
 
 def cmd_up(args: argparse.Namespace) -> int:
     require("worker", "embedq up")

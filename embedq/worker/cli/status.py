@@ -19,6 +19,9 @@ from typing import Any
 
 from api_client.settings import Settings, get_settings
 
+ORDER = 80
+"""Where these commands come in ``embedq --help``."""
+
 log = logging.getLogger(__name__)
 
 

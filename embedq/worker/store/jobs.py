@@ -148,35 +148,13 @@ def extend_lease(*, conn: psycopg.Connection, claim: Claim, lease_seconds: float
     return _fenced(conn, claim, assignment, (lease_seconds,), relaxed=True) is not None
 
 
-def finish_job(*, conn: psycopg.Connection, claim: Claim, result: dict[str, Any], total: int) -> bool:
-    """Mark the job succeeded (call inside the transaction that wrote its outputs)."""
-    status = _fenced(
-        conn,
-        claim,
-        "status = 'succeeded', result = %s, error = NULL, progress_done = %s, progress_total = %s, "
-        "finished_at = now(), lease_expires_at = NULL",
-        (Jsonb(result), total, total),
-    )
-    return status is not None
-
-
-_FINISH_ENCODE = f"""
-WITH new AS (
-    INSERT INTO embeddings (model_id, text_sha256, embedding)
-    SELECT %(model_id)s, k.key, (%(values)s::real[])[(k.n - 1) * %(dim)s + 1 : k.n * %(dim)s]::vector
-      FROM unnest(%(new_keys)s::bytea[]) WITH ORDINALITY AS k(key, n)
-     ORDER BY k.key
-    ON CONFLICT DO NOTHING
-), done AS (
-    UPDATE jobs SET status = 'succeeded', result = %(result)s, error = NULL, progress_done = %(total)s,
-           progress_total = %(total)s, finished_at = now(), lease_expires_at = NULL, updated_at = now()
+_FINISH = f"""
+WITH done AS (
+    UPDATE jobs SET status = 'succeeded', result = %(result)s, error = NULL,
+           progress_done = coalesce(%(total)s, progress_total), progress_total = coalesce(%(total)s, progress_total),
+           finished_at = now(), lease_expires_at = NULL, updated_at = now()
      WHERE id = %(job_id)s AND status = 'running' AND attempts = %(attempt)s
     RETURNING *
-), outputs AS (
-    INSERT INTO encode_outputs (job_id, item, model_id, text_sha256)
-    SELECT %(output_id)s, %(offset)s + k.n - 1, %(model_id)s, k.key
-      FROM unnest(%(keys)s::bytea[]) WITH ORDINALITY AS k(key, n)
-     WHERE EXISTS (SELECT FROM done)
 )
 SELECT (SELECT pg_notify('{RESULT_CHANNEL}', notice)
           FROM (SELECT done.id::text || ' ' || json_build_object(
@@ -187,48 +165,79 @@ SELECT (SELECT pg_notify('{RESULT_CHANNEL}', notice)
 """
 
 
-def finish_encode_job(
+def finish_job(
     *,
     conn: psycopg.Connection,
     claim: Claim,
     result: dict[str, Any],
-    total: int,
+    total: int | None = None,
+    notice: tuple[int, str] | None = None,
+) -> bool:
+    """Mark the job succeeded under its claim (in the transaction that wrote its outputs); whether it was ours.
+
+    ``total`` (items) becomes its progress, else its progress total is kept.
+    A whole job (not a chunk) is announced on ``RESULT_CHANNEL`` with its row
+    and ``notice`` (dimension and base64 of its raw float32 vectors, for a
+    small encode job) when the payload fits a notification (under 8000
+    bytes), so that a waiting client need not read the job back.
+    """
+    dim, vectors = notice if notice is not None else (0, None)
+    row = conn.execute(
+        _FINISH,
+        {
+            "result": Jsonb(result),
+            "total": total,
+            "job_id": claim.job_id,
+            "attempt": claim.attempt,
+            "dim": dim,
+            "vectors": vectors,
+        },
+    ).fetchone()
+    return row is not None
+
+
+_WRITE_OUTPUTS = """
+WITH new AS (
+    INSERT INTO embeddings (model_id, text_sha256, embedding)
+    SELECT %(model_id)s, k.key, (%(values)s::real[])[(k.n - 1) * %(dim)s + 1 : k.n * %(dim)s]::vector
+      FROM unnest(%(new_keys)s::bytea[]) WITH ORDINALITY AS k(key, n)
+     ORDER BY k.key
+    ON CONFLICT DO NOTHING
+)
+INSERT INTO encode_outputs (job_id, item, model_id, text_sha256)
+SELECT %(output_id)s, %(offset)s + k.n - 1, %(model_id)s, k.key
+  FROM unnest(%(keys)s::bytea[]) WITH ORDINALITY AS k(key, n)
+ON CONFLICT DO NOTHING
+"""
+
+
+def write_encode_outputs(
+    *,
+    conn: psycopg.Connection,
+    claim: Claim,
     model_id: int,
     keys: Sequence[bytes],
     new_keys: Sequence[bytes],
     new_vectors: np.ndarray,
-    notice: str | None = None,
-) -> bool:
-    """Finish an encode job in one statement: new vectors, its outputs and its final state; whether it was ours.
+) -> None:
+    """An encode job's outputs in one statement: its new vectors into the cache, its items into ``encode_outputs``.
 
     The ``new_keys`` vectors go into the cache (a key another worker stored
-    first is skipped), the items ``keys`` into ``encode_outputs`` at the claim's
-    ``item_offset`` (under its parent's id for a chunk) and the job becomes
-    ``succeeded``, all in one transaction, or, when the job is no longer held
-    under this claim, only the cache write happens. A whole job (not a chunk)
-    is announced on ``RESULT_CHANNEL`` with its row and ``notice`` (base64 of
-    the items' raw float32 vectors, if given) when the payload fits a
-    notification (under 8000 bytes), so that a waiting client need not read
-    the job back.
+    first is skipped), the items ``keys`` into ``encode_outputs`` at the
+    claim's ``item_offset`` (under its parent's id for a chunk).
     """
-    row = conn.execute(
-        _FINISH_ENCODE,
+    conn.execute(
+        _WRITE_OUTPUTS,
         {
             "model_id": model_id,
             "values": Float4Array(new_vectors),
             "dim": int(new_vectors.shape[1]) if new_vectors.ndim == 2 else 0,
             "new_keys": list(new_keys),
-            "result": Jsonb(result),
-            "total": total,
-            "job_id": claim.job_id,
-            "attempt": claim.attempt,
             "output_id": claim.output_id,
             "offset": claim.item_offset,
             "keys": list(keys),
-            "vectors": notice,
         },
-    ).fetchone()
-    return row is not None
+    )
 
 
 def fail_job(*, conn: psycopg.Connection, claim: Claim, error: EmbedQError) -> bool:

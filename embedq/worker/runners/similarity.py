@@ -1,4 +1,4 @@
-"""Running similarity and paraphrase jobs: vectors through the cache, scores by the pure core, arrays stored."""
+"""The similarity and paraphrases runners: vectors through the cache, scores by the pure core, arrays to store."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from api_client.schemas import Limits
-from api_client.schemas_similarity import parse_paraphrases_request, parse_similarity_request
+from api_client.kinds.similarity import ParaphrasesRequest, SimilarityRequest
 from embedq.cores import similarity
-from embedq.worker.cache import Lookup, cached_vectors, commit
-from embedq.worker.lease import finish
+from embedq.worker.cache import Lookup, cached_vectors
+from embedq.worker.runners import Outcome, runs
 from embedq.worker.runtime import Runtime
 from embedq.worker.store import arrays as arrays_store
 from embedq.worker.store.jobs import Claim
@@ -26,14 +25,13 @@ def _vectors(rt: Runtime, claim: Claim, request: Any, texts: list[str]) -> tuple
     return vectors, lookup, model, model_id
 
 
-def _store(rt: Runtime, claim: Claim, arrays: dict[str, np.ndarray], summary: dict[str, Any], total: int) -> None:
-    """The arrays and the final state, in one transaction fenced by the claim."""
-
-    def write(_skip_existing: bool) -> None:
-        arrays_store.write_arrays(conn=rt.conn, job_id=claim.job_id, arrays=arrays)
-        finish(rt.conn, claim, summary, total)
-
-    commit(rt.conn, write)
+def _stored(claim: Claim, arrays: dict[str, np.ndarray], summary: dict[str, Any], total: int) -> Outcome:
+    """The outcome that stores ``arrays`` as the job's output."""
+    return Outcome(
+        summary,
+        write=lambda conn: arrays_store.write_arrays(conn=conn, job_id=claim.job_id, arrays=arrays),
+        total=total,
+    )
 
 
 def _summary(lookup: Lookup, model: Any, model_id: int, request: Any) -> dict[str, Any]:
@@ -47,22 +45,21 @@ def _summary(lookup: Lookup, model: Any, model_id: int, request: Any) -> dict[st
     }
 
 
-def run_similarity(rt: Runtime, claim: Claim) -> dict[str, Any]:
+@runs("similarity")
+def run_similarity(rt: Runtime, claim: Claim, request: SimilarityRequest) -> Outcome:
     """Score queries against texts (all pairs, or pair by pair)."""
-    request = parse_similarity_request(claim.request, Limits.of(rt.settings))
     texts = [*request.queries, *request.texts]
     vectors, lookup, model, model_id = _vectors(rt, claim, request, texts)
     queries, others = vectors[: len(request.queries)], vectors[len(request.queries) :]
     score = similarity.similarity_pairwise if request.pairwise else similarity.similarity
     scores = np.asarray(score(queries, others, request.metric), dtype=np.float32)
     summary = {**_summary(lookup, model, model_id, request), "pairwise": request.pairwise, "shape": list(scores.shape)}
-    _store(rt, claim, {"scores": scores}, summary, len(texts))
-    return summary
+    return _stored(claim, {"scores": scores}, summary, len(texts))
 
 
-def run_paraphrases(rt: Runtime, claim: Claim) -> dict[str, Any]:
+@runs("paraphrases")
+def run_paraphrases(rt: Runtime, claim: Claim, request: ParaphrasesRequest) -> Outcome:
     """Mine the most similar pairs among the texts."""
-    request = parse_paraphrases_request(claim.request, Limits.of(rt.settings))
     vectors, lookup, model, model_id = _vectors(rt, claim, request, request.texts)
     pairs = similarity.paraphrases(
         vectors, top_k=request.top_k, threshold=request.threshold, max_pairs=request.max_pairs, metric=request.metric
@@ -72,5 +69,4 @@ def run_paraphrases(rt: Runtime, claim: Claim) -> dict[str, Any]:
         "pairs": np.array([(i, j) for _, i, j in pairs], dtype=np.int32).reshape(-1, 2),
     }
     summary = {**_summary(lookup, model, model_id, request), "pairs": len(pairs), "threshold": request.threshold}
-    _store(rt, claim, arrays, summary, len(request.texts))
-    return summary
+    return _stored(claim, arrays, summary, len(request.texts))

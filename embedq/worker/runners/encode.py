@@ -1,29 +1,29 @@
-"""Running one claimed encode job (or chunk): cache lookup, encoding of the misses, outputs.
+"""The encode runner: cache lookup, encoding of the misses, then the outputs to write with the final state.
 
-The last vectors, the outputs and the final state are written by one
-statement, fenced by the claim (``finish_encode_job``): one round trip and one
-commit for a single-text job. A whole job whose vectors are all in hand and
-small announces them with its row on ``RESULT_CHANNEL``, so its waiting
+The last vectors and the outputs are one statement
+(``write_encode_outputs``), written by the finishing transaction with the
+job's final state. A whole job whose vectors are all in hand and small
+announces them with its row (the outcome's ``notice``), so its waiting
 client need not read them back. A chunk writes its outputs into its parent's
-rows at its ``item_offset``; the database finishes the parent with its last
-chunk.
+rows at its ``item_offset``; its parent is finished with its last chunk.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
 
 import numpy as np
+import psycopg
 
-from api_client.schemas import Limits, parse_encode_request
+from api_client.kinds.encode import EncodeRequest
 from api_client.store import embeddings as embeddings_read
 from api_client.store import models as models_read
 from api_client.texts import text_sha256
 from embedq.cores import calibration
 from embedq.cores.models import LoadedModel
 from embedq.worker.cache import Lookup, Pending, encode_missing, flush
-from embedq.worker.lease import Progress, stopped
+from embedq.worker.lease import Progress
+from embedq.worker.runners import Outcome, runs
 from embedq.worker.runtime import Runtime
 from embedq.worker.store import embeddings as embeddings_store
 from embedq.worker.store import jobs as jobs_store
@@ -68,9 +68,9 @@ def _ensure_ranges(
     )
 
 
-def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
-    """Run the job to its end; returns the result summary stored in ``jobs.result``."""
-    request = parse_encode_request(claim.request, Limits.of(rt.settings))
+@runs("encode")
+def run_encode(rt: Runtime, claim: Claim, request: EncodeRequest) -> Outcome:
+    """Encode what the cache lacks; the outcome writes the vectors and outputs."""
     model, model_id = rt.job_model(claim, request.model, request.backend)
     model.check_truncate_dim(request.truncate_dim)
     prompt = model.resolve_prompt(request.prompt, request.prompt_name)
@@ -109,26 +109,20 @@ def run_encode(rt: Runtime, claim: Claim) -> dict[str, Any]:
     }
     if len(pending.keys) > INLINE_VECTORS:
         flush(rt, pending)
-    finished = jobs_store.finish_encode_job(
-        conn=rt.conn,
-        claim=claim,
-        result=summary,
-        total=total,
-        model_id=model_id,
-        keys=lookup.keys,
-        new_keys=pending.keys,
-        new_vectors=pending.array(),
-        notice=_notice(claim, lookup.keys, pending),
-    )
-    if not finished:
-        raise stopped(rt.conn, claim)
-    return summary
+    keys, new_keys, new_vectors = lookup.keys, list(pending.keys), pending.array()
+
+    def write(conn: psycopg.Connection) -> None:
+        jobs_store.write_encode_outputs(
+            conn=conn, claim=claim, model_id=model_id, keys=keys, new_keys=new_keys, new_vectors=new_vectors
+        )
+
+    return Outcome(summary, write=write, total=total, notice=_notice(claim, keys, pending))
 
 
-def _notice(claim: Claim, keys: list[bytes], pending: Pending) -> str | None:
-    """The items' raw vectors for the result notification (base64), when all are in hand and they are small."""
+def _notice(claim: Claim, keys: list[bytes], pending: Pending) -> tuple[int, str] | None:
+    """The items' dimension and raw vectors (base64) for the result notification, when all are in hand and small."""
     encoded = dict(zip(pending.keys, pending.array(), strict=True))
     if claim.parent_id is not None or not keys or any(key not in encoded for key in keys):
         return None
     raw = np.stack([encoded[key] for key in keys]).astype("<f4")
-    return base64.b64encode(raw.tobytes()).decode() if raw.nbytes <= NOTICE_BYTES else None
+    return (raw.shape[1], base64.b64encode(raw.tobytes()).decode()) if raw.nbytes <= NOTICE_BYTES else None
