@@ -18,6 +18,7 @@ naming the first field it found wrong.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, Self
 
@@ -171,6 +172,26 @@ def check_text(text: Any, limits: Limits, where: str, *, detail: dict[str, Any] 
     return text
 
 
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+"""A name of a collection, classifier or fine-tuned model: also a folder name under the artifact root."""
+
+
+def check_name(name: Any, field: str) -> str:
+    """A name of ``field`` (a collection, classifier or model): a slug of lower-case letters, digits, ``-`` and
+    ``_`` (at most 63 characters)."""
+    if not isinstance(name, str) or not SLUG.match(name):
+        raise BadRequest(
+            f"{field}: {ascii(name)[:80]} is not a valid name: use 1 to 63 lower-case letters, digits, "
+            "'-' or '_', starting with a letter or digit",
+            detail={"field": field},
+        )
+    return name
+
+
+def _slug(value: Any, info: ValidationInfo) -> str:
+    return check_name(value, info.field_name or "name")
+
+
 def _texts(value: Any, info: ValidationInfo) -> list[str]:
     return check_texts(value, context_of(info).limits, info.field_name or "texts")
 
@@ -196,4 +217,6 @@ Texts = Annotated[list[str], BeforeValidator(_texts)]
 """A non-empty list of texts within the limits, each a non-blank storable string."""
 BatchSize = Annotated[int, Field(ge=1), BeforeValidator(_batch_size)]
 ModelName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_model_name)]
+Slug = Annotated[str, BeforeValidator(_slug)]
+"""A name that is a slug (``check_name``): the error names the field."""
 """A model name as jobs ask for it, in its canonical form."""

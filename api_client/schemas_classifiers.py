@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api_client.errors import BadRequest, LimitExceeded
+from api_client.requests import check_name as check_slug_name
 from api_client.schemas import (
     DEFAULT_MODEL,
     Limits,
@@ -28,7 +29,6 @@ from api_client.schemas import (
     require_object,
 )
 from api_client.schemas_collections import check_collection_name
-from api_client.schemas_collections import check_name as check_slug_name
 
 METHODS: tuple[str, ...] = ("logreg", "linear_svc", "knn", "mlp", "setfit")
 """Trained classifier methods: heads on frozen embeddings (seconds), or SetFit (fine-tunes the encoder: minutes)."""

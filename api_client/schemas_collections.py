@@ -10,31 +10,18 @@ equality on metadata keys, each value a JSON scalar.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from api_client.backends import Backend
 from api_client.errors import BadRequest, LimitExceeded
+from api_client.requests import check_name
 from api_client.schemas import DEFAULT_MODEL, Limits, check_batch_size, check_model_name, check_texts, parse_options
 
-SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 INDEX_KINDS: tuple[str, ...] = ("auto", "flat", "hnsw", "ivf")
 INCLUDE: tuple[str, ...] = ("text", "metadata")
 MAX_ID_CHARS = 512
-
-
-def check_name(name: Any, field: str) -> str:
-    """A name of ``field`` (a collection, classifier or model): a slug of lower-case letters, digits, ``-`` and
-    ``_`` (at most 63 characters)."""
-    if not isinstance(name, str) or not SLUG.match(name):
-        raise BadRequest(
-            f"{field}: {ascii(name)[:80]} is not a valid name: use 1 to 63 lower-case letters, digits, "
-            "'-' or '_', starting with a letter or digit",
-            detail={"field": field},
-        )
-    return name
 
 
 def check_collection_name(name: Any) -> str:

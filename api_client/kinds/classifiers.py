@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from api_client import results
 from api_client.kinds import Kind, declare
-from api_client.kinds.collections import _schema
+from api_client.kinds.collections import _schema  # replaced with the classifier kinds' own schemas
 from api_client.schemas_classifiers import (
     parse_classify_request,
     parse_fine_tune_request,

@@ -17,7 +17,7 @@ from embedq.worker.cache import commit
 from embedq.worker.classifier_jobs import classify
 from embedq.worker.lease import finish
 from embedq.worker.runtime import Runtime
-from embedq.worker.search_job import search
+from embedq.worker.searching import search
 from embedq.worker.store import items as items_store
 from embedq.worker.store.jobs import Claim
 
