@@ -34,19 +34,9 @@ import numpy as np
 import torch
 from sentence_transformers.util import batch_to_device
 
-T = TypeVar("T")
+from embedq.cores.memory import is_out_of_memory
 
-_OOM_MARKERS = (
-    "out of memory",
-    "failed to allocate memory",
-    "allocaterawinternal",
-    "bad_alloc",
-    "bad allocation",
-    "cannot allocate memory",
-    "alloc_failed",
-    "memoryallocation",
-)
-"""Lower-case fragments of allocation failures: torch (CPU and CUDA) and onnxruntime (arena, CUDA, std::bad_alloc)."""
+T = TypeVar("T")
 
 
 @dataclass
@@ -105,14 +95,6 @@ def fit_budget(lengths: Sequence[int], token_budget: int | None) -> list[slice]:
         longest = max(longest, length)
     runs.append(slice(start, len(lengths)))
     return runs
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is an allocation failure that a smaller batch may avoid."""
-    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
-        return True
-    message = str(exc).lower()
-    return any(marker in message for marker in _OOM_MARKERS)
 
 
 def halving(

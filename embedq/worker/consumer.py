@@ -19,15 +19,7 @@ import os
 import signal
 import sys
 
-from embedq.worker.layout import Consumer
-
-_running: list[Consumer] = []
-"""The spec this process runs under, once ``run`` started it (inherited by the pool processes it forks)."""
-
-
-def current() -> Consumer | None:
-    """The spec this process runs under; ``None`` in a worker started otherwise (``celery -A embedq.worker.app``)."""
-    return _running[0] if _running else None
+from embedq.worker.layout import Consumer, set_current
 
 
 def celery_argv(consumer: Consumer, loglevel: str) -> list[str]:
@@ -70,7 +62,7 @@ def run(consumer: Consumer, *, loglevel: str, supervisor: int | None) -> None:
     if supervisor is not None:
         stop_with_parent(supervisor)
     os.environ.update(consumer.env)
-    _running[:] = [consumer]
+    set_current(consumer)
     from embedq.worker.app import app
 
     app.worker_main(celery_argv(consumer, loglevel))

@@ -14,9 +14,10 @@ from api_client.errors import (
     OutOfMemory,
     TimeLimitExceeded,
 )
+from embedq.cores.memory import is_out_of_memory
 
 
-def classify(exc: BaseException) -> EmbedQError:
+def to_error(exc: BaseException) -> EmbedQError:
     """The embedq error that ``exc`` stands for."""
     if isinstance(exc, EmbedQError):
         return exc
@@ -26,6 +27,6 @@ def classify(exc: BaseException) -> EmbedQError:
         return DatabaseUnavailable(f"PostgreSQL: {exc}".strip())
     if isinstance(exc, KombuOperationalError | ConnectionError):
         return BrokerUnavailable(f"broker: {exc}".strip())
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+    if is_out_of_memory(exc):
         return OutOfMemory(f"out of memory: {exc}".strip())
     return InternalError(f"{type(exc).__name__}: {exc}", detail={"exception": type(exc).__name__})

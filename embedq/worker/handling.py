@@ -36,10 +36,10 @@ from api_client.states import TERMINAL, JobKind, JobStatus
 from api_client.store import jobs as jobs_read
 from api_client.store.catalog import StoreCatalog
 from api_client.store.jobs import Created
-from embedq.worker.consumer import current
 from embedq.worker.deadline import time_limits
-from embedq.worker.errors import classify
+from embedq.worker.errors import to_error
 from embedq.worker.finishing import finish
+from embedq.worker.layout import current
 from embedq.worker.lease import JobStopped
 from embedq.worker.runners import RUNNERS
 from embedq.worker.runtime import Runtime, runtime
@@ -147,7 +147,7 @@ def handle(task: Task, kind: JobKind, args: tuple[Any, ...], kwargs: dict[str, A
                 raise Ignore() from refused  # its record belongs to the job's own task
             return {"job_id": refused.detail.get("job_id"), "status": "refused", "error": refused.to_record()}
         except Exception as exc:
-            _retry_message(task, classify(exc), kwargs)
+            _retry_message(task, to_error(exc), kwargs)
             raise Ignore() from exc
         if claim is not None:
             _run(task, rt, claim, spec)
@@ -205,7 +205,7 @@ def _run(task: Task, rt: Runtime, claim: Claim, spec: Kind) -> None:
     except JobStopped as stopped:
         log.info("job %s stopped: %s", claim.job_id, stopped.status)
     except Exception as exc:
-        error = classify(exc)
+        error = to_error(exc)
         progress = rt.current_progress
         if isinstance(exc, SoftTimeLimitExceeded) and progress is not None and progress.advanced:
             error = TimeLimitRetried(

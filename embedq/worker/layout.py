@@ -78,6 +78,19 @@ class Consumer:
         return cls(**{**raw, "lanes": tuple(raw["lanes"]), "queues": tuple(raw["queues"])})
 
 
+_running: list[Consumer] = []
+"""The spec this process runs under, once ``embedq.worker.consumer`` started it (inherited by its pool processes)."""
+
+
+def set_current(consumer: Consumer) -> None:
+    _running[:] = [consumer]
+
+
+def current() -> Consumer | None:
+    """The spec this process runs under; ``None`` in a worker started otherwise (``celery -A embedq.worker.app``)."""
+    return _running[0] if _running else None
+
+
 def expand_name(name: str) -> str:
     """``name`` with Celery's ``%h`` replaced by this host's name, as Celery and presence rows spell it."""
     return name.replace("%h", socket.gethostname())

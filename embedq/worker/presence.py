@@ -24,9 +24,8 @@ from celery import bootsteps
 
 from api_client.db import connect
 from api_client.settings import Settings, get_settings
-from embedq.worker.consumer import current
 from embedq.worker.db import reopen
-from embedq.worker.layout import Consumer
+from embedq.worker.layout import Consumer, current
 from embedq.worker.store import workers as workers_store
 from embedq.worker.sweeper import sweep
 

@@ -53,3 +53,83 @@ def test_the_check_sees_imports_inside_functions(tmp_path: Path) -> None:
         "def f():\n    import torch.nn\n    from embedq.worker.cli import main\n    from . import sibling\n"
     )
     assert imported_packages(module) == {"torch", "embedq"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every module of ``api_client`` and ``embedq`` and the modules of ours it imports, anywhere in it (imports
+    for type annotations only, under ``if TYPE_CHECKING``, are not run and do not count)."""
+    paths = [*sorted((ROOT / "api_client").rglob("*.py")), *sorted((ROOT / "embedq").rglob("*.py"))]
+    modules = {_module_name(path): path for path in paths if "versions" not in path.parts}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges = set()
+        tree = ast.parse(path.read_text(), filename=str(path))
+        typing_only = {
+            id(inner)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for inner in ast.walk(block)
+        }
+        for node in ast.walk(tree):
+            if id(node) in typing_only:  # annotations only: no import at run time
+                continue
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+            for target in targets:
+                if target in modules and target != name:
+                    edges.add(target)
+        graph[name] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _package_parents(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph without the edges from a package to its own modules (an ``__init__`` that discovers them)."""
+    return {name: {other for other in edges if not other.startswith(f"{name}.")} for name, edges in graph.items()}
+
+
+def test_no_import_cycles_not_even_inside_functions() -> None:
+    assert cycles(_package_parents(import_graph())) == []
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

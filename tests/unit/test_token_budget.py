@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from embedq.cores.encode import TokenStats, encode, fit_budget, halving, is_out_of_memory, iter_encode
+from embedq.cores.encode import TokenStats, encode, fit_budget, halving, iter_encode
+from embedq.cores.memory import is_out_of_memory
 from tests.helpers import banking_texts
 
 LONG = (
