@@ -157,15 +157,11 @@ class Settings(BaseModel):
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """Parse ``KEY=value`` lines; blank lines and ``#`` comments are skipped."""
-    values: dict[str, str] = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip()] = value.strip()
-    return values
+    """The ``KEY=value`` lines of an env file, read as python-dotenv reads them (the reader pydantic-settings
+    uses): quotes, escapes, ``export`` and comments as a shell writes them; a key without a value is left out."""
+    from dotenv import dotenv_values
+
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 
 def get_settings(environ: Mapping[str, str] | None = None, *, env_file: bool = True) -> Settings:

@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 from embedq.worker.extras import EXTRAS
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
-CLIENT = {"pydantic", "celery", "kombu", "redis", "packaging", "psycopg", "numpy"}
+CLIENT = {"pydantic", "celery", "kombu", "redis", "packaging", "psycopg", "numpy", "python-dotenv", "tqdm"}
 """What ``api_client`` imports, and all that ``pip install embedq`` brings."""
 HEAVY = {
     "torch",
@@ -42,6 +42,7 @@ MODULES = [
     "setfit",
     "optimum",
     "onnxruntime",
+    "openvino",
     "faiss",
     "sklearn",
     "celery",

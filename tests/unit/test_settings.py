@@ -46,3 +46,18 @@ def test_numbers_are_parsed_and_checked() -> None:
     assert get_settings({"EMBEDQ_MAX_TEXTS_PER_JOB": "7"}, env_file=False).max_texts_per_job == 7
     with pytest.raises(ValidationError):
         get_settings({"EMBEDQ_MAX_TEXTS_PER_JOB": "0"}, env_file=False)
+
+
+def test_the_env_file_is_read_as_a_shell_writes_it(tmp_path) -> None:
+    path = tmp_path / "env"
+    path.write_text(
+        "# written by hand\n"
+        'EMBEDQ_BROKER_URL="redis://user:p#ss@host:6379/0"\n'
+        "export EMBEDQ_DATABASE_URL='postgresql://u@h/db'  # the service's database\n"
+        "EMBEDQ_CHUNK_SIZE=750\n"
+    )
+    settings = get_settings({"EMBEDQ_ENV_FILE": str(path)})
+    assert settings.broker_url == "redis://user:p#ss@host:6379/0"
+    assert settings.database_url == "postgresql://u@h/db" and settings.chunk_size == 750
+    # The environment wins over the file.
+    assert get_settings({"EMBEDQ_ENV_FILE": str(path), "EMBEDQ_CHUNK_SIZE": "10"}).chunk_size == 10
