@@ -17,7 +17,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 
 from api_client.settings import Settings
 from api_client.store import embeddings as embeddings_read
-from api_client.texts import text_sha256
+from api_client.cache_keys import text_sha256
 from embedq.cores.encode import TokenStats, iter_encode
 from embedq.cores.models import LoadedModel
 from embedq.worker.lease import Progress

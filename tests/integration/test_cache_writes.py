@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from api_client.store import embeddings as embeddings_read
-from api_client.texts import text_sha256
+from api_client.cache_keys import text_sha256
 from embedq.worker.cache import Pending, commit
 from embedq.worker.store import embeddings as embeddings_store
 from embedq.worker.store import models as models_store
