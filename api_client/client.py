@@ -30,7 +30,7 @@ from api_client.errors import (
 )
 from api_client.job import Job
 from api_client.kinds import CLIENT_METHODS, KINDS, kind_of
-from api_client.notify import Notifier
+from api_client.notify import Notice, Notifier
 from api_client.requests import Context
 from api_client.schemas import JobInfo, Limits
 from api_client.settings import Settings, get_settings
@@ -51,7 +51,7 @@ RECHECK_SECONDS = 5.0
 class EmbedQ(CollectionsMixin, ClassifiersMixin):
     """Client of one embedq service (a broker URL and a database URL)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, listen: bool = True) -> None:
         _, database_url = settings.require_urls()
         self.settings = settings
         self.limits = Limits.of(settings)
@@ -67,7 +67,8 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
         )
         self._producer = producer_app(settings)
         self._notifier = Notifier(database_url)
-        self._notifier.start()
+        if listen:  # else it starts with the first wait (``AsyncEmbedQ`` listens with a connection of its own)
+            self._notifier.start()
         self._gpu_checked = (0.0, False)
         self._gpu_lock = threading.Lock()
 
@@ -268,8 +269,11 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
         finally:
             self._notifier.unregister(job_id, event)
 
-    def _result(self, info: JobInfo) -> Any:
-        notice = self._notifier.take(info.id)
+    def job_of(self, job_id: str) -> Job:
+        """The ``Job`` of a known id, without reading it."""
+        return Job(self, job_id)
+
+    def _result(self, info: JobInfo, notice: Notice | None) -> Any:
         if notice is not None and notice.raw is not None and info.kind == "encode":
             raw = notice.raw  # a small encode job's raw vectors, announced with its row
             if (info.result or {}).get("precision") in ("int8", "uint8"):

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from api_client.errors import BadRequest, JobCancelled, from_record
 from api_client.fleet import status_detail
+from api_client.notify import Notice
 from api_client.schemas import JobInfo
 from api_client.states import JobStatus
 from api_client.store import jobs as jobs_store
@@ -70,6 +71,10 @@ class Job:
         cancelled, ``JobTimeout`` if ``timeout`` passes first.
         """
         info = self.wait(timeout)
+        return self.result_of(info, self._client._notifier.take(self.id))
+
+    def result_of(self, info: JobInfo, notice: Notice | None = None) -> Any:
+        """The output of the finished job ``info`` (``notice``: its announcement, if it was heard)."""
         if info.status == JobStatus.FAILED:
             raise from_record(info.error or {"type": "InternalError", "message": "failed without an error record"})
         if info.status == JobStatus.CANCELLED:
@@ -79,4 +84,4 @@ class Job:
                 f"job {self.id} is a chunk of job {info.parent_id}, which holds the output: read that job's result",
                 detail={"job_id": self.id, "parent_id": info.parent_id},
             )
-        return self._client._result(info)
+        return self._client._result(info, notice)

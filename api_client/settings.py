@@ -55,7 +55,7 @@ class Settings(BaseModel):
     flush_every: int = Field(2048, ge=1)
 
     # Tokens in one forward pass (texts times the longest one's tokens, padding included): a batch
-    # over it is split. 0: the hardware class's measured default (worker/cache.py: TOKEN_BUDGETS).
+    # over it is split. 0: the hardware class's measured default (embedq/worker/cache.py: TOKEN_BUDGETS).
     token_budget: int = Field(0, ge=0)
 
     # Celery: soft < hard time limit < broker visibility timeout. The hard
@@ -91,7 +91,7 @@ class Settings(BaseModel):
     # what `embedq up` / `embedq worker` do at start when the preload model has no promotion
     # yet: auto gates this CPU's backends and promotes the fastest that passed, a backend name
     # gates and promotes that one, torch gates nothing.
-    # The gate (tasks/gate.py): STS dev Spearman within gate_tolerance of torch fp32's, batch
+    # The gate (embedq/cores/gate.py): STS dev Spearman within gate_tolerance of torch fp32's, batch
     # invariance, paraphrase pairs and top-10 search against torch. The sizes of its data
     # (0: all of it: 1,500 pairs, 2,000 paraphrase texts, 20,000 documents, 1,000 queries)
     # are smaller only to make tests short.
@@ -99,6 +99,14 @@ class Settings(BaseModel):
     # Seconds a worker reuses a model name's resolved version and backend: how soon a promotion
     # (or a re-registered model) reaches running workers.
     model_recheck: float = Field(5.0, ge=0)
+
+    # Watching it run: where an `embedq worker` serves Prometheus metrics (port 0: any free one,
+    # published with its heartbeat). `embedq up` writes the URLs of its metrics and its dashboard
+    # into its env file (EMBEDQ_METRICS_URL, EMBEDQ_DASHBOARD_URL).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_url: str | None = None
+    dashboard_url: str | None = None
     gate_tolerance: float = Field(0.005, ge=0)
     gate_pairs: int = Field(0, ge=0)
     gate_paraphrase_texts: int = Field(0, ge=0)

@@ -12,7 +12,7 @@ import psycopg
 
 COLUMNS = (
     "name, hostname, pid, hardware, queues, concurrency, node, supervisor_pid, consumers, lanes, backend, "
-    "devices, threads, pool_pids, extract(epoch FROM now() - last_seen)::float8"
+    "devices, threads, pool_pids, extract(epoch FROM now() - last_seen)::float8, metrics_url"
 )
 ALIVE = "last_seen > now() - make_interval(secs => %(within)s)"
 
@@ -35,6 +35,8 @@ class WorkerRow:
     pool_pids: list[int]
     seen_ago: float
     """Seconds since the last heartbeat, by the database's clock."""
+    metrics_url: str | None = None
+    """Where its ``embedq worker`` serves Prometheus metrics (schema 0009 on)."""
     running: list[str] = field(default_factory=list)
     """Ids of the running jobs its pool processes hold (filled by ``fleet`` only)."""
 

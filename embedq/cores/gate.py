@@ -2,7 +2,7 @@
 
 A backend other than torch serves a model version only after this gate
 passed for it. It judges the candidate against torch fp32 (the reference)
-on data the project ships (``tasks/data``, see ``GATE.md`` there):
+on data the project ships (``embedq/cores/data``, see ``GATE.md`` there):
 
 - **sts**: STS Benchmark dev Spearman within ``tolerance`` (0.005) of the
   reference's, with the mean and largest |Δcos| over the pairs beside it;
@@ -108,7 +108,7 @@ def _lines(name: str) -> list[str]:
 
 
 def stsb_dev() -> Pairs:
-    """The 1,500 STS Benchmark dev pairs shipped in ``tasks/data`` (see ``STSB.md`` there)."""
+    """The 1,500 STS Benchmark dev pairs shipped in ``embedq/cores/data`` (see ``STSB.md`` there)."""
     text = resources.files("embedq.cores").joinpath("data", "stsb_dev.tsv").read_text(encoding="utf-8")
     rows = list(csv.DictReader(text.splitlines(), delimiter="\t", quoting=csv.QUOTE_NONE))
     return Pairs(
@@ -119,7 +119,7 @@ def stsb_dev() -> Pairs:
 
 
 def shipped() -> GateData:
-    """The whole gate's data, as shipped in ``tasks/data``."""
+    """The whole gate's data, as shipped in ``embedq/cores/data``."""
     paraphrases = _lines("gate_paraphrases.txt")
     documents = _lines("gate_documents.txt")
     pairs = stsb_dev()

@@ -39,6 +39,8 @@ class LoadedModel:
     default_prompt_name: str | None
     backend: str = "torch"
     """What computes it: ``torch``, or the ``models`` row backend of an exported file (``onnx-int8-avx2``)."""
+    load_seconds: float = 0.0
+    """How long loading it took."""
 
     def config(self) -> dict[str, Any]:
         """What the ``models`` row records besides the hash."""
@@ -166,6 +168,7 @@ class ModelRegistry:
     def _load(self, name: str, path: Path, sha256: str, *, backend: str = "torch") -> LoadedModel:
         from sentence_transformers import SentenceTransformer
 
+        started = time.monotonic()
         try:
             if backend == "torch":
                 model = SentenceTransformer(
@@ -191,4 +194,5 @@ class ModelRegistry:
             prompts={key: value for key, value in (model.prompts or {}).items() if value is not None},
             default_prompt_name=model.default_prompt_name,
             backend=backend,
+            load_seconds=time.monotonic() - started,
         )

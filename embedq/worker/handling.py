@@ -41,6 +41,7 @@ from embedq.worker.errors import to_error
 from embedq.worker.finishing import finish
 from embedq.worker.layout import current
 from embedq.worker.lease import JobStopped
+from embedq.worker.observe import refused, watching
 from embedq.worker.runners import RUNNERS
 from embedq.worker.runtime import Runtime, runtime
 from embedq.worker.store import jobs as jobs_store
@@ -99,6 +100,7 @@ def accept(rt: Runtime, task: Task, spec: Kind, args: tuple[Any, ...], kwargs: d
         )
     except PermanentError as error:
         log.warning("refused message %s: %s", task.request.id, error.message)
+        refused(spec.name, queue)
         jobs_store.create_failed_job(
             conn=rt.conn,
             job_id=inline_id,
@@ -181,6 +183,11 @@ def _after_chunk(task: Task, rt: Runtime, parent_id: str) -> None:
         log.warning("after a chunk of job %s: %s", parent_id, exc)
 
 
+def _queue(task: Task) -> str:
+    """The queue the message came from."""
+    return (task.request.delivery_info or {}).get("routing_key") or DEFAULT_QUEUE
+
+
 def _inline_limits(task: Task) -> tuple[float | None, float | None]:
     """``(soft, hard)`` seconds to enforce ourselves: a solo pool's (Celery enforces prefork's), else none."""
     spec = current()
@@ -199,9 +206,24 @@ def _run(task: Task, rt: Runtime, claim: Claim, spec: Kind) -> None:
     try:
         with rt.keeper.holding(claim), time_limits(claim.job_id, soft, hard):
             context = Context(Limits.of(rt.settings), internal=claim.parent_id is not None)
-            outcome = RUNNERS[spec.name](rt, claim, spec.parse(claim.request, context))
-            if outcome is not None:
-                finish(rt, claim, spec, outcome)
+            request = spec.parse(claim.request, context)
+            with watching(
+                job_id=claim.job_id,
+                kind=spec.name,
+                queue=_queue(task),
+                attempt=claim.attempt,
+                items=spec.size(request)[0],
+            ) as watch:
+                try:
+                    outcome = RUNNERS[spec.name](rt, claim, request)
+                    watch.summary = finish(rt, claim, spec, outcome) if outcome is not None else None
+                    watch.status = "succeeded"
+                except JobStopped as stopped:
+                    watch.status = str(stopped.status)
+                    raise
+                except Exception as exc:
+                    watch.status = "retried" if to_error(exc).retriable else "failed"
+                    raise
     except JobStopped as stopped:
         log.info("job %s stopped: %s", claim.job_id, stopped.status)
     except Exception as exc:

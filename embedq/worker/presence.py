@@ -26,6 +26,8 @@ from api_client.db import connect
 from api_client.settings import Settings, get_settings
 from embedq.worker.db import reopen
 from embedq.worker.layout import Consumer, current
+from embedq.worker.metrics import metrics
+from embedq.worker.store import status as status_store
 from embedq.worker.store import workers as workers_store
 from embedq.worker.sweeper import sweep
 
@@ -44,6 +46,7 @@ class Presence(bootsteps.StartStopStep):
         self._name = ""
         self._pool: Any = None
         self._started_at = dt.datetime.now(dt.UTC)
+        self._depth_queues: set[str] = set()
 
     def start(self, parent: Any) -> None:
         self._name = parent.hostname
@@ -79,6 +82,7 @@ class Presence(bootsteps.StartStopStep):
             try:
                 conn = reopen(conn, settings.require_database(), application_name=f"embedq-presence {self._name}")
                 self._record(conn, settings, queues)
+                self._queue_depths(conn, queues)
                 if settings.sweeper and time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + settings.sweep_interval
                     sweep(conn=conn, app=app, settings=settings)
@@ -90,6 +94,16 @@ class Presence(bootsteps.StartStopStep):
                 break
         if conn is not None:
             conn.close()
+
+    def _queue_depths(self, conn: psycopg.Connection, queues: list[str]) -> None:
+        """Set ``embedq_queue_depth`` of every queue with jobs waiting (and back to 0 of those now empty)."""
+        found = metrics()
+        if found is None:
+            return
+        depths = status_store.queued_by_queue(conn=conn)
+        for queue in {*queues, *depths, *self._depth_queues}:
+            found.queue_depth.labels(queue).set(depths.get(queue, 0))
+        self._depth_queues.update(depths)
 
     def _record(self, conn: psycopg.Connection, settings: Settings, queues: list[str]) -> None:
         spec = current() or _spec_from(self._name, settings, queues)
@@ -110,6 +124,7 @@ class Presence(bootsteps.StartStopStep):
             devices=[spec.device],
             threads=spec.threads,
             pool_pids=pool_pids(self._pool),
+            metrics_url=os.environ.get("EMBEDQ_METRICS_URL") or None,
         )
 
 

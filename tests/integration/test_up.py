@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,6 +85,27 @@ def run_client(env_file: Path) -> str:
     return client.stdout.strip()
 
 
+def check_watch_urls(values: dict[str, str], env_file: Path) -> None:
+    """The env file names the stack's dashboard and its worker's metrics, which show the client's job."""
+    with urllib.request.urlopen(values["EMBEDQ_DASHBOARD_URL"] + "api/snapshot", timeout=30) as response:
+        snapshot = json.load(response)
+    assert snapshot["jobs"] and snapshot["jobs"][0]["kind"] == "encode" and snapshot["fleet"]
+    with urllib.request.urlopen(values["EMBEDQ_METRICS_URL"], timeout=30) as response:
+        metrics = response.read().decode()
+    assert 'embedq_jobs_total{kind="encode",lane="interactive",status="succeeded"}' in metrics
+    assert "embedq_job_seconds_bucket" in metrics and "embedq_model_load_seconds_count" in metrics
+    status = subprocess.run(
+        [sys.executable, "-m", "embedq.worker.cli", "status", "--json"],
+        env={**helpers.env_without_embedq(), "EMBEDQ_ENV_FILE": str(env_file)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    workers = json.loads(status.stdout)["database"]["workers"]
+    assert workers and {worker["metrics_url"] for worker in workers} == {values["EMBEDQ_METRICS_URL"]}
+
+
 def serve_one_client_then_stop(up: subprocess.Popen, data_dir: Path, log: Path) -> dict[str, str]:
     env_file = data_dir / "env"
     try:
@@ -94,6 +117,7 @@ def serve_one_client_then_stop(up: subprocess.Popen, data_dir: Path, log: Path) 
         # The first start gated the model's backends and serves the promoted one; later starts reuse it.
         text = log.read_text()
         assert f"now serves {backend} to requests that name no backend" in text or "already promoted" in text
+        check_watch_urls(values, env_file)
     finally:
         up.send_signal(signal.SIGTERM)
         status = up.wait(timeout=120)

@@ -161,8 +161,10 @@ def register(sub: Any) -> None:
     listing = actions.add_parser(
         "list",
         help="list the models jobs may use, one line per version",
-        description="One line per model version: name, version, dtype, backend, dimension, source (bundled or "
-        "registered) and folder. A bundled model no worker has loaded yet shows only its name.",
+        description="One line per model version and backend: name, version, dtype, backend, dimension, source "
+        "(bundled or registered), gate (the quality gate's verdict: 'passed 2.0x' with its speed against torch, "
+        "or 'FAILED' with the checks it failed), serving ('default' on the backend that requests naming none "
+        "get, fleet-wide) and folder. A bundled model no worker has loaded yet shows only its name.",
     )
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=cmd_models_list)

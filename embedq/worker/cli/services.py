@@ -7,10 +7,12 @@ each checks for it before importing anything of it.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,10 @@ from api_client.schemas import DEFAULT_MODEL
 from api_client.settings import get_settings
 from embedq.worker.cli.common import UsageError, require
 from embedq.worker.layout import BATCH_NICE
+
+DASHBOARD_PORT = 8765
+"""The dashboard port of `embedq up` (``embedq.worker.stack.DASHBOARD_PORT``; not imported, to keep the
+command line light)."""
 
 ORDER = 10
 """Where these commands come in ``embedq --help``."""
@@ -39,11 +45,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         loglevel=args.loglevel,
         preload=args.preload or None,
         backend=args.backend,
+        dashboard_port=None if args.dashboard_port < 0 else args.dashboard_port,
     )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     require("worker", "embedq worker")
+    from embedq.worker import metrics
+
+    folder = metrics.prepare()  # before anything imports prometheus_client, in this process and its children
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     from api_client.db import connect
     from embedq.worker import hardware as machine
     from embedq.worker.db import require_schema
@@ -81,7 +92,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         ensure_served(args.preload or DEFAULT_MODEL, args.backend or settings.backend, by=f"embedq worker {args.name}")
     if args.preload:
         os.environ["EMBEDQ_PRELOAD"] = args.preload
+    url, _ = metrics.serve(args.metrics_host or settings.metrics_host, args.metrics_port)
+    os.environ["EMBEDQ_METRICS_URL"] = url  # published by every consumer with its heartbeat
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedq.worker").info("metrics at %s", url)
     return supervise(consumers, loglevel=args.loglevel)
 
 
@@ -142,6 +156,13 @@ def register(sub: Any) -> None:
     p.add_argument("--concurrency", type=int, default=1, help="batch lane processes (default 1)")
     p.add_argument("--loglevel", default="info", help="log level (default info)")
     p.add_argument("--preload", default=DEFAULT_MODEL, help="model each worker process loads at start ('' for none)")
+    p.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=DASHBOARD_PORT,
+        help=f"port of the job dashboard it serves (default {DASHBOARD_PORT}, a free one when taken; 0 for any "
+        "free one, -1 for none); its URL goes into the env file as EMBEDQ_DASHBOARD_URL",
+    )
     _backend_flag(p)
     p.set_defaults(func=cmd_up)
 
@@ -194,6 +215,17 @@ def register(sub: Any) -> None:
         "--name", default="embedq@%h", help="worker name (default embedq@%%h); its consumers are NAME:<role>"
     )
     p.add_argument("--preload", help="model each worker process loads at start")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("EMBEDQ_METRICS_PORT", "0")),
+        help="port of the Prometheus /metrics of this worker (all its processes summed); default "
+        "EMBEDQ_METRICS_PORT, else 0: any free port, published in `embedq status --json`",
+    )
+    p.add_argument(
+        "--metrics-host",
+        help="address the metrics listen on (default EMBEDQ_METRICS_HOST, else 127.0.0.1; 0.0.0.0 for all)",
+    )
     p.add_argument("--no-sweeper", action="store_true", help="do not run the sweeper in this worker")
     p.add_argument(
         "--no-plain-queue",

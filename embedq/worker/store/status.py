@@ -29,6 +29,8 @@ class LiveWorker:
     lanes: list[str] = field(default_factory=list)
     backend: str | None = None
     devices: list[str] = field(default_factory=list)
+    metrics_url: str | None = None
+    """Where its ``embedq worker`` serves Prometheus metrics (schema 0009 on)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ def live_workers(*, conn: psycopg.Connection, within: float) -> list[LiveWorker]
     if not _has_table(conn, "workers"):
         return []
     fleet = ", node, lanes, backend, devices" if _has_column(conn, "workers", "lanes") else ""
+    if fleet and _has_column(conn, "workers", "metrics_url"):
+        fleet += ", metrics_url"
     rows = conn.execute(
         "SELECT name, hardware, queues, concurrency, last_seen, extract(epoch FROM now() - last_seen)::float8"
         f"{fleet} FROM workers WHERE last_seen > now() - make_interval(secs => %s) ORDER BY name",

@@ -25,6 +25,7 @@ def record_presence(
     devices: list[str] | None = None,
     threads: int = 0,
     pool_pids: list[int] | None = None,
+    metrics_url: str | None = None,
 ) -> None:
     """Upsert the row of consumer ``name``; a restarted one of the same name replaces the old row's facts.
 
@@ -34,14 +35,15 @@ def record_presence(
     """
     conn.execute(
         "INSERT INTO workers (name, hostname, pid, hardware, queues, concurrency, started_at, last_seen, "
-        "node, supervisor_pid, consumers, lanes, backend, devices, threads, pool_pids) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s, %s, %s) "
+        "node, supervisor_pid, consumers, lanes, backend, devices, threads, pool_pids, metrics_url) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (name) DO UPDATE SET "
         "hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, hardware = EXCLUDED.hardware, "
         "queues = EXCLUDED.queues, concurrency = EXCLUDED.concurrency, started_at = EXCLUDED.started_at, "
         "last_seen = now(), node = EXCLUDED.node, supervisor_pid = EXCLUDED.supervisor_pid, "
         "consumers = EXCLUDED.consumers, lanes = EXCLUDED.lanes, backend = EXCLUDED.backend, "
-        "devices = EXCLUDED.devices, threads = EXCLUDED.threads, pool_pids = EXCLUDED.pool_pids",
+        "devices = EXCLUDED.devices, threads = EXCLUDED.threads, pool_pids = EXCLUDED.pool_pids, "
+        "metrics_url = EXCLUDED.metrics_url",
         (
             name,
             hostname,
@@ -58,6 +60,7 @@ def record_presence(
             devices if devices is not None else [],
             threads,
             pool_pids if pool_pids is not None else [],
+            metrics_url,
         ),
     )
 
