@@ -10,11 +10,13 @@ client created with ``backend="db+postgresql+psycopg://..."`` reads it with
 
 from __future__ import annotations
 
+import logging
+import os
 import warnings
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
 
 from api_client.celery_conf import celery_config
 from api_client.db import sqlalchemy_url
@@ -63,11 +65,20 @@ app = create_app()
 
 def _process_gone(**_: Any) -> None:
     """A pool process that ends drops its live gauges from the worker's metrics."""
-    import os
-
     from embedq.worker.metrics import process_gone
 
     process_gone(os.getpid())
 
 
 worker_process_shutdown.connect(_process_gone, weak=False)
+
+
+def _logging(logger: logging.Logger, **_: Any) -> None:
+    """Celery set up a process's logging: the job fields on every line, JSON on request, libraries quiet."""
+    from embedq.worker import logs
+
+    logs.decorate(logger.handlers, os.environ.get("EMBEDQ_LOG_FORMAT", "text"))
+    logs.quiet_libraries()
+
+
+after_setup_logger.connect(_logging, weak=False)

@@ -25,6 +25,7 @@ from embedq.worker.layout import Consumer, set_current
 def celery_argv(consumer: Consumer, loglevel: str) -> list[str]:
     """The ``celery worker`` arguments of ``consumer``."""
     return [
+        "--quiet",  # no banner: the worker's own log says what each consumer runs
         "worker",
         "--queues",
         ",".join(consumer.queues),

@@ -23,7 +23,6 @@ from typing import Any
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task, states
 from celery.backends.base import DisabledBackend
-from celery.exceptions import Ignore
 
 from api_client import submit
 from api_client.backoff import compute_backoff
@@ -119,13 +118,14 @@ def accept(rt: Runtime, task: Task, spec: Kind, args: tuple[Any, ...], kwargs: d
     return inline_id, True
 
 
-def handle(task: Task, kind: JobKind, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict:
+def handle(task: Task, kind: JobKind, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict | None:
     """Accept, claim and run one message; map failures to fail, release-and-retry, or nothing.
 
-    Returns the job's final outcome for Celery's result backend when the
-    message carried its request inline (a plain Celery client's); raises
-    ``Ignore`` (the message is acked, nothing recorded) otherwise, or when
-    there is no final outcome yet.
+    When the message carried its request inline (a plain Celery client's),
+    its final outcome is stored in Celery's result backend and returned;
+    otherwise, or while there is no final outcome yet, nothing is stored
+    (the tasks ignore their return values) and it returns ``None``. Either
+    way the task succeeds and its message is acked.
     """
     rt = runtime()
     spec = KINDS[kind]
@@ -146,23 +146,35 @@ def handle(task: Task, kind: JobKind, args: tuple[Any, ...], kwargs: dict[str, A
         except WrongKind as refused:
             log.error("refused message %s: %s", task.request.id, refused.message)
             if task.request.id == refused.detail.get("job_id"):
-                raise Ignore() from refused  # its record belongs to the job's own task
-            return {"job_id": refused.detail.get("job_id"), "status": "refused", "error": refused.to_record()}
+                return None  # its record belongs to the job's own task
+            return _record(
+                task, {"job_id": refused.detail.get("job_id"), "status": "refused", "error": refused.to_record()}
+            )
         except Exception as exc:
             _retry_message(task, to_error(exc), kwargs)
-            raise Ignore() from exc
+            return None
         if claim is not None:
             _run(task, rt, claim, spec)
             if claim.parent_id is not None:
                 _after_chunk(task, rt, claim.parent_id)
         if not _inline(args, kwargs):
             # Our client and the sweeper send job ids and read PostgreSQL: no outcome to record for them.
-            raise Ignore()
+            return None
         result = outcome(rt, job_id)
     if result is None or result["status"] not in TERMINAL:
         # Nothing final to record (a duplicate delivery, a parent whose chunks run, a retry to come):
         # Celery's result backend keeps the first final outcome it is given, so give it none yet.
-        raise Ignore()
+        return None
+    return _record(task, result)
+
+
+def _record(task: Task, result: dict[str, Any]) -> dict[str, Any]:
+    """Store a plain Celery client's final outcome in the result backend (tasks ignore their return values)."""
+    if not isinstance(task.backend, DisabledBackend):
+        try:
+            task.backend.store_result(task.request.id, result, states.SUCCESS)
+        except Exception as exc:  # the outcome is a courtesy; the job's row is the truth
+            log.warning("could not record the outcome of message %s: %s", task.request.id, exc)
     return result
 
 

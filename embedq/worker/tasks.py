@@ -23,11 +23,12 @@ def _register(spec: Kind) -> Task:
     if spec.time_limits is not None:
         limits = {"soft_time_limit": spec.time_limits[0], "time_limit": spec.time_limits[1]}
 
-    def run(self: Task, *args: Any, **kwargs: Any) -> dict:
+    def run(self: Task, *args: Any, **kwargs: Any) -> dict | None:
         return handle(self, spec.name, args, kwargs)
 
     run.__doc__ = f"Run a {spec.name} job: kwargs={{'job_id': <uuid>}} or kwargs={{'request': {{...}}}}."
-    return app.task(name=spec.task_name, bind=True, max_retries=None, **limits)(run)
+    # ignore_result: ``handle`` stores the outcomes plain Celery clients read, and only those.
+    return app.task(name=spec.task_name, bind=True, max_retries=None, ignore_result=True, **limits)(run)
 
 
 TASKS: dict[str, Task] = {spec.task_name: _register(spec) for spec in KINDS.values()}

@@ -31,6 +31,26 @@ ORDER = 10
 """Where these commands come in ``embedq --help``."""
 
 
+def _logging(args: argparse.Namespace) -> None:
+    """The process's logging, and its children's: level, format (text or JSON), libraries quiet, no progress bars."""
+    from embedq.worker import logs
+
+    os.environ["EMBEDQ_LOG_FORMAT"] = args.log_format
+    logs.environment()
+    logs.configure(args.loglevel, args.log_format)
+
+
+def _log_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--loglevel", default="info", help="log level (default info)")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("EMBEDQ_LOG_FORMAT", "text"),
+        help="text lines, or one JSON object a line with the job's id, kind, queue, lane, items and seconds on "
+        "every line of a job (default EMBEDQ_LOG_FORMAT, else text)",
+    )
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     require("worker", "embedq up")
     settings = get_settings(env_file=False)
@@ -38,7 +58,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         require("embedded", "embedq up")
     from embedq.worker.stack import up
 
-    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _logging(args)
     return up(
         data_dir=args.data_dir,
         concurrency=args.concurrency,
@@ -94,7 +114,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         os.environ["EMBEDQ_PRELOAD"] = args.preload
     url, _ = metrics.serve(args.metrics_host or settings.metrics_host, args.metrics_port)
     os.environ["EMBEDQ_METRICS_URL"] = url  # published by every consumer with its heartbeat
-    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _logging(args)
     logging.getLogger("embedq.worker").info("metrics at %s", url)
     return supervise(consumers, loglevel=args.loglevel)
 
@@ -154,7 +174,7 @@ def register(sub: Any) -> None:
         help="where embedded servers keep their data and the env file is written (default .embedq)",
     )
     p.add_argument("--concurrency", type=int, default=1, help="batch lane processes (default 1)")
-    p.add_argument("--loglevel", default="info", help="log level (default info)")
+    _log_options(p)
     p.add_argument("--preload", default=DEFAULT_MODEL, help="model each worker process loads at start ('' for none)")
     p.add_argument(
         "--dashboard-port",
@@ -210,7 +230,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="consume every lane in one process (interactive jobs then wait behind batch jobs)",
     )
-    p.add_argument("--loglevel", default="info", help="log level (default info)")
+    _log_options(p)
     p.add_argument(
         "--name", default="embedq@%h", help="worker name (default embedq@%%h); its consumers are NAME:<role>"
     )
