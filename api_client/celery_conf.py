@@ -81,7 +81,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_create_missing_queues": False,
         "task_routes": (partial(route_message, thresholds=thresholds(settings), limits=Limits.of(settings)),),
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": False,
+        # Task events for Flower (`embedq up --flower`, `embedq worker --task-events`): two more
+        # broker messages per task, so off unless asked for.
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
     }
 
 

@@ -107,6 +107,16 @@ class Settings(BaseModel):
     metrics_port: int = Field(0, ge=0, le=65535)
     metrics_url: str | None = None
     dashboard_url: str | None = None
+    # Celery task events (what Flower shows); `embedq up --flower` turns them on.
+    task_events: bool = False
+
+    @property
+    def result_backend(self) -> str | None:
+        """The Celery result backend URL of the workers' outcomes (``db+postgresql+psycopg://...``): what a plain
+        Celery client passes as ``backend=`` to read them with ``AsyncResult.get()``."""
+        from api_client.db import sqlalchemy_url
+
+        return f"db+{sqlalchemy_url(self.database_url)}" if self.database_url else None
     gate_tolerance: float = Field(0.005, ge=0)
     gate_pairs: int = Field(0, ge=0)
     gate_paraphrase_texts: int = Field(0, ge=0)

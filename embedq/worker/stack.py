@@ -13,6 +13,7 @@ removes the env file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -25,7 +26,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from api_client.db import connect
+from api_client.db import connect, sqlalchemy_url
 from api_client.settings import get_settings
 from api_client.store import workers as workers_store
 from embedq.worker.db import has_pgvector
@@ -142,6 +143,8 @@ def _snippet(env_path: Path, watch: dict[str, str]) -> str:
         lines.append(f"Dashboard: {watch['EMBEDQ_DASHBOARD_URL']}")
     if "EMBEDQ_METRICS_URL" in watch:
         lines.append(f"Prometheus metrics: {watch['EMBEDQ_METRICS_URL']}")
+    if "EMBEDQ_FLOWER_URL" in watch:
+        lines.append(f"Flower: {watch['EMBEDQ_FLOWER_URL']}")
     lines.append("Ctrl-C stops the worker and the servers.")
     return "\n".join(lines)
 
@@ -158,6 +161,7 @@ def up(
     preload: str | None,
     backend: str | None = None,
     dashboard_port: int | None = DASHBOARD_PORT,
+    flower_port: int | None = None,
 ) -> int:
     """Run the stack until SIGINT/SIGTERM; returns the exit status.
 
@@ -178,16 +182,50 @@ def up(
             preload=preload,
             extra=extra,
             dashboard_port=dashboard_port,
+            flower_port=flower_port,
         )
     finally:
         instance.release()
 
 
-def _watch(stack: ExitStack, env: dict[str, str], name: str, dashboard_port: int | None) -> dict[str, str]:
-    """The URLs to watch the stack by: its worker's metrics and a dashboard served from this process."""
+def start_flower(env: dict[str, str], port: int, stack: ExitStack, log: Path) -> str:
+    """Flower on the stack's broker (the workers send task events), logging to ``log``, stopped with the stack;
+    its URL."""
+    command = [
+        sys.executable,
+        "-P",
+        "-m",
+        "celery",
+        "-A",
+        "embedq.worker.app",
+        "flower",
+        f"--port={port}",
+        "--address=127.0.0.1",
+    ]
+    # Its HTTP API (what scripts and the tests read) answers without a login: it listens on 127.0.0.1 only.
+    flower_env = {**os.environ, **env, "FLOWER_UNAUTHENTICATED_API": "true"}
+    output = stack.enter_context(log.open("ab"))
+    flower = subprocess.Popen(command, env=flower_env, start_new_session=True, stdout=output, stderr=subprocess.STDOUT)
+    stack.callback(stop_worker, flower, 20.0)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if flower.poll() is not None:
+            raise RuntimeError(f"Flower exited with status {flower.returncode} before it answered")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return url
+        time.sleep(0.2)
+    raise RuntimeError(f"Flower did not answer on port {port} within 60 s")
+
+
+def _watch(
+    stack: ExitStack, env: dict[str, str], name: str, dashboard_port: int | None, flower_port: int | None = None
+) -> dict[str, str]:
+    """The URLs to watch the stack by: its worker's metrics, a dashboard served from this process, Flower if
+    asked for, and the result backend plain Celery clients read outcomes from."""
     from embedq.worker.dashboard import start
 
-    urls: dict[str, str] = {}
+    urls: dict[str, str] = {"EMBEDQ_RESULT_BACKEND": f"db+{sqlalchemy_url(env['EMBEDQ_DATABASE_URL'])}"}
     node = name.replace("%h", socket.gethostname())
     with connect(env["EMBEDQ_DATABASE_URL"]) as conn:
         row = conn.execute(
@@ -205,6 +243,8 @@ def _watch(stack: ExitStack, env: dict[str, str], name: str, dashboard_port: int
         stack.callback(server.server_close)
         stack.callback(server.shutdown)
         urls["EMBEDQ_DASHBOARD_URL"] = server.url
+    if flower_port is not None:
+        urls["EMBEDQ_FLOWER_URL"] = start_flower(env, flower_port, stack, Path(env["EMBEDQ_DATA_DIR"]) / "flower.log")
     return urls
 
 
@@ -216,6 +256,7 @@ def _serve(
     preload: str | None,
     extra: list[str],
     dashboard_port: int | None = None,
+    flower_port: int | None = None,
 ) -> int:
     data_dir = instance.data_dir
     env_path = data_dir / "env"
@@ -242,8 +283,9 @@ def _serve(
         env = {"EMBEDQ_BROKER_URL": broker_url, "EMBEDQ_DATABASE_URL": database_url}
         _gate(env, data_dir, preload, extra)
         name = f"embedq-up-{os.getpid()}@%h"
+        events = {"EMBEDQ_TASK_EVENTS": "1"} if flower_port is not None else {}
         worker = spawn_worker(
-            env={**env, "EMBEDQ_DATA_DIR": str(data_dir)},
+            env={**env, **events, "EMBEDQ_DATA_DIR": str(data_dir)},
             name=name,
             concurrency=concurrency,
             loglevel=loglevel,
@@ -254,7 +296,7 @@ def _serve(
         stack.callback(stop_worker, worker)
         wait_ready(database_url, name, worker, stopping=stopping, alive_within=settings.worker_alive)
         if not stopping.is_set():
-            watch = _watch(stack, env, name, dashboard_port)
+            watch = _watch(stack, {**env, "EMBEDQ_DATA_DIR": str(data_dir)}, name, dashboard_port, flower_port)
             _write_env(env_path, {**env, **watch})
             print(_snippet(env_path, watch), flush=True)
         while not stopping.is_set():

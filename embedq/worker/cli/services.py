@@ -66,6 +66,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         preload=args.preload or None,
         backend=args.backend,
         dashboard_port=None if args.dashboard_port < 0 else args.dashboard_port,
+        flower_port=args.flower_port if args.flower else None,
     )
 
 
@@ -112,6 +113,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         ensure_served(args.preload or DEFAULT_MODEL, args.backend or settings.backend, by=f"embedq worker {args.name}")
     if args.preload:
         os.environ["EMBEDQ_PRELOAD"] = args.preload
+    if args.task_events:
+        os.environ["EMBEDQ_TASK_EVENTS"] = "1"
     url, _ = metrics.serve(args.metrics_host or settings.metrics_host, args.metrics_port)
     os.environ["EMBEDQ_METRICS_URL"] = url  # published by every consumer with its heartbeat
     _logging(args)
@@ -176,6 +179,13 @@ def register(sub: Any) -> None:
     p.add_argument("--concurrency", type=int, default=1, help="batch lane processes (default 1)")
     _log_options(p)
     p.add_argument("--preload", default=DEFAULT_MODEL, help="model each worker process loads at start ('' for none)")
+    p.add_argument(
+        "--flower",
+        action="store_true",
+        help="also run Flower (Celery's monitor; its workers then send task events) and write its URL into the "
+        "env file as EMBEDQ_FLOWER_URL",
+    )
+    p.add_argument("--flower-port", type=int, default=5555, help="Flower's port (default 5555)")
     p.add_argument(
         "--dashboard-port",
         type=int,
@@ -247,6 +257,12 @@ def register(sub: Any) -> None:
         help="address the metrics listen on (default EMBEDQ_METRICS_HOST, else 127.0.0.1; 0.0.0.0 for all)",
     )
     p.add_argument("--no-sweeper", action="store_true", help="do not run the sweeper in this worker")
+    p.add_argument(
+        "--task-events",
+        action="store_true",
+        help="send Celery task events, for Flower (default EMBEDQ_TASK_EVENTS, else off: two more broker messages "
+        "per task)",
+    )
     p.add_argument(
         "--no-plain-queue",
         action="store_true",
