@@ -21,9 +21,10 @@ from api_client.backoff import compute_backoff
 from api_client.celery_conf import producer_app, thresholds
 from api_client.classifiers import ClassifiersMixin
 from api_client.collections import CollectionsMixin
-from api_client.db import libpq_url
+from api_client.db import libpq_url, public_url
 from api_client.errors import (
     BadRequest,
+    BrokerUnavailable,
     DatabaseUnavailable,
     JobTimeout,
     UnknownModel,
@@ -48,11 +49,44 @@ RECHECK_SECONDS = 5.0
 """Even without a notification, a waiter re-reads its job this often."""
 
 
+def check_running(settings: Settings) -> None:
+    """Both servers answer, or the error that says embedq is not running and what was tried.
+
+    A refused connection (nothing listens there: the stack is stopped) fails
+    at once; an address that does not answer at all waits ``connect_timeout``.
+    """
+    broker_url, database_url = settings.require_urls()
+    timeout = max(1, round(settings.connect_timeout))
+    try:
+        psycopg.connect(libpq_url(database_url), connect_timeout=timeout, application_name="embedq-check").close()
+    except psycopg.Error as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DatabaseUnavailable(
+            f"embedq is not running: PostgreSQL at {public_url(database_url)} does not answer ({reason}); start "
+            "the stack with `embedq up`, or check EMBEDQ_DATABASE_URL",
+            detail={"database_url": public_url(database_url)},
+        ) from exc
+    app = producer_app(settings)
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
+    except Exception as exc:  # kombu raises the transport's own errors
+        raise BrokerUnavailable(
+            f"embedq is not running: the broker at {public_url(broker_url)} does not answer ({exc}); start the "
+            "stack with `embedq up`, or check EMBEDQ_BROKER_URL",
+            detail={"broker_url": public_url(broker_url)},
+        ) from exc
+    finally:
+        app.close()
+
+
 class EmbedQ(CollectionsMixin, ClassifiersMixin):
     """Client of one embedq service (a broker URL and a database URL)."""
 
-    def __init__(self, settings: Settings, *, listen: bool = True) -> None:
+    def __init__(self, settings: Settings, *, listen: bool = True, check: bool = True) -> None:
         _, database_url = settings.require_urls()
+        if check:
+            check_running(settings)
         self.settings = settings
         self.limits = Limits.of(settings)
         self._conninfo = libpq_url(database_url)

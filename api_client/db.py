@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 
 from api_client.errors import DatabaseUnavailable
@@ -27,3 +29,9 @@ def connect(url: str, *, application_name: str = APPLICATION_NAME) -> psycopg.Co
         return psycopg.connect(libpq_url(url), autocommit=True, application_name=application_name)
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}".strip()) from exc
+
+
+def public_url(url: str) -> str:
+    """``url`` with its password (in the user part or a ``password=`` parameter) masked: for logs and messages."""
+    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?]*):[^@/?]+@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)

@@ -166,8 +166,9 @@ class Settings(BaseModel):
     def _not_configured(self, missing: list[str]) -> NotConfigured:
         path = (self.env_file or self.data_dir / "env").absolute()
         where = f"the env file {path}" if path.is_file() else f"{path} (no such file)"
+        down = "" if path.is_file() else "embedq is not running (`embedq up` writes its env file while it runs): "
         return NotConfigured(
-            f"{' and '.join(missing)} not set, neither in the environment nor in {where}: set "
+            f"{down}{' and '.join(missing)} not set, neither in the environment nor in {where}: set "
             f"{'them' if len(missing) > 1 else 'it'}, point EMBEDQ_ENV_FILE at the env file `embedq up` writes, "
             "or run `embedq up`",
             detail={"missing": missing, "env_file": str(path)},

