@@ -73,3 +73,16 @@ def test_schema_head_follows_a_new_revision(tmp_path: Path) -> None:
 )
 def test_urls_are_shown_without_password(url: str, shown: str) -> None:
     assert public_url(url) == shown
+
+
+def test_errors_on_the_command_line_name_commands_not_client_methods() -> None:
+    from embedq.worker.cli import in_cli_terms
+
+    said = in_cli_terms("collection: no collection 'x' (collections: none); create it with create_collection")
+    assert said.endswith("create it with `embedq collections create NAME`")
+    said = in_cli_terms("create one with create_classifier() or train one with train_classifier()")
+    assert (
+        said
+        == "create one with `embedq classifiers create NAME --labels FILE` or train one with `embedq train NAME FILE`"
+    )
+    assert in_cli_terms("the model's create_collection_options field") == "the model's create_collection_options field"

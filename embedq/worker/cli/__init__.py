@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import re
 import sys
 from importlib import metadata
 from types import ModuleType
@@ -54,6 +55,24 @@ file named by EMBEDQ_ENV_FILE, else from .embedq/env (written by `embedq up`).
 """
 
 
+CLI_TERMS = {
+    "create_collection()": "`embedq collections create NAME`",
+    "create_collection": "`embedq collections create NAME`",
+    "create_classifier()": "`embedq classifiers create NAME --labels FILE`",
+    "train_classifier()": "`embedq train NAME FILE`",
+    "build_index()": "`embedq index build NAME`",
+    "promote_classifier()": "`embedq promote NAME VERSION`",
+}
+"""How the client's methods that an error message suggests are spelled on the command line."""
+
+
+def in_cli_terms(message: str) -> str:
+    """``message`` with the client methods it suggests replaced by the commands that do the same."""
+    for method, command in CLI_TERMS.items():
+        message = re.sub(rf"\b{re.escape(method)}(?![\w(])", command, message)
+    return message
+
+
 def version() -> str:
     """The installed package's version, or a note that it is not installed as a package."""
     try:
@@ -81,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"embedq: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
     except EmbedQError as exc:
-        print(f"embedq: {type(exc).__name__}: {exc.message}", file=sys.stderr)
+        print(f"embedq: {type(exc).__name__}: {in_cli_terms(exc.message)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, INPUT_ERRORS) else EXIT_FAILED
     except UsageError as exc:
         print(f"embedq: {exc}", file=sys.stderr)
