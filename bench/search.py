@@ -9,7 +9,7 @@ runs; this process uses the worker's torch and FAISS thread count):
               search of the active index version's own artifact (faiss.read_index of artifact_path)
   in worker   jobs.finished_at - started_at of those jobs (claim to the start of the final transaction:
               request parse, collection read, query encode, delta read, index search, hit details read)
-              against direct encode + FAISS; and the worker's search code (worker.search_job._candidates
+              against direct encode + FAISS; and the worker's search code (worker.searching._candidates
               on worker.indexes.read_index of the same artifact, in this process: tasks.index.search +
               merge) against FAISS called directly on the same query vectors: the target is FAISS direct
               / ours >= 0.9
@@ -124,7 +124,7 @@ def job_spans(eq: EmbedQ, ids: list[str]) -> tuple[list[float], list[float]]:
 def one_query(eq: EmbedQ, name: str, direct: Direct, queries: list[str], warmup: list[str]) -> dict:
     """Sequential one-query jobs and the direct path, per query; the worker's search code against FAISS."""
     from embedq.worker.indexes import Delta, read_index
-    from embedq.worker.search_job import _candidates
+    from embedq.worker.searching import _candidates
 
     index_id, folder, params, max_seq = active_index(eq, name)
     loaded = read_index(index_id, folder, params)

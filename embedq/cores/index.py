@@ -55,6 +55,9 @@ IVF_NPROBE = 16
 PAD_SCORE = float(np.finfo(np.float32).min)
 """Score beside a -1 label, as FAISS pads (-FLT_MAX: unlike -inf, plain JSON can hold it)."""
 MIN_POINTS_PER_CENTROID = 39  # FAISS's own k-means minimum: fewer points per list and it warns
+GATE_SAMPLE = 200
+"""Queries of a reindex's recall gate (``gate_recall``): documents of the collection, evenly spaced."""
+GATE_K = 10
 
 
 def configure(*, threads: int | None = None, blas_threshold: int = BLAS_THRESHOLD) -> dict[str, int]:
@@ -193,6 +196,31 @@ def recall_at_k(approx_labels: np.ndarray, exact_labels: np.ndarray, k: int) -> 
             total += len(truth & set(approx[approx >= 0].tolist())) / min(k, len(truth))
             rows += 1
     return total / rows if rows else 1.0
+
+
+def gate_recall(
+    index: faiss.Index,
+    vectors: np.ndarray,
+    *,
+    params: dict[str, Any] | None = None,
+    sample: int = GATE_SAMPLE,
+    k: int = GATE_K,
+) -> float:
+    """recall@k of ``index`` against exact search over ``vectors``, the vectors it was built from: a reindex's gate.
+
+    The queries are ``sample`` of those vectors, evenly spaced (the collection's
+    own documents); ``params`` are the index's search parameters. An empty
+    index has nothing to miss: 1.0.
+    """
+    n = len(vectors)
+    if n == 0:
+        return 1.0
+    rows = np.linspace(0, n - 1, num=min(sample, n)).astype(np.int64)
+    queries = vectors[rows]
+    exact = build_index(vectors, "flat")[0]
+    _, truth = search(exact, queries, min(k, n))
+    _, found = search(index, queries, min(k, n), params=params)
+    return recall_at_k(found, truth, min(k, n))
 
 
 def save_index(index: faiss.Index, folder: Path, name: str = "index.faiss") -> Path:

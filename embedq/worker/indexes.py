@@ -1,4 +1,12 @@
-"""Per-process state for search: loaded index versions and the delta of each collection.
+"""Index versions in a worker: built and activated by builds and reindexes, loaded and searched by searches.
+
+A build takes the collection's build lock (one build of a collection at a
+time, fleet-wide), reserves the next version number, reads every live
+document and its vector in one snapshot, builds the index (the kind by size
+with ``auto``) and writes it as a versioned artifact (temporary folder,
+manifest with the sha256 of every file, atomic rename). ``activate`` then
+makes it the active version in the transaction that finishes the job, after
+the lock is released, and refuses a version that another build overtook.
 
 ``IndexCache`` keeps the last few index versions a worker process searched
 (LRU, ``index_cache`` of the settings), each verified against its manifest
@@ -11,20 +19,189 @@ follows the documents changed since that version was built (``seq`` above its
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
 
+from api_client.errors import RetriableError
 from api_client.postprocess import truncate_and_normalize
-from embedq.cores.artifacts import verify_artifact
-from embedq.cores.index import load_index
+from embedq.cores import index as index_core
+from embedq.cores.artifacts import remove_stale_temps, verify_artifact, write_artifact
 from embedq.worker.store import collections as collections_store
-from embedq.worker.store.collections import Collection
+from embedq.worker.store.collections import Collection, Snapshot, StillMissing
+
+if TYPE_CHECKING:
+    from embedq.worker.runtime import Runtime
+    from embedq.worker.store.jobs import Claim
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_ROUNDS = 5
+"""Rounds of embedding what was written meanwhile before a reindex's snapshot gives up (and the job retries)."""
+
+
+# ---------------------------------------------------------------- building
+
+
+@dataclass(frozen=True)
+class Built:
+    """An index version written to disk, not yet active."""
+
+    index_id: int
+    version: int
+    model_id: int
+    path: Path
+    params: dict[str, Any]
+    snapshot: Snapshot
+    vectors: np.ndarray
+    """The snapshot's vectors as indexed (normalized where the collection is)."""
+    index: Any
+
+    @property
+    def count(self) -> int:
+        return len(self.snapshot.ids)
+
+
+@contextmanager
+def building(rt: Runtime, collection: Collection) -> Iterator[Collection]:
+    """One build of a collection at a time, across the fleet (a session advisory lock, gone with the connection).
+
+    Yields the collection as read under the lock: its model version is the one a build snapshots.
+    """
+    rt.indexes  # noqa: B018 (FAISS's threads and BLAS threshold are set with the index cache)
+    collections_store.build_lock(rt.conn, collection.id)
+    try:
+        yield collections_store.get_collection(conn=rt.conn, name=collection.name)
+    finally:
+        try:
+            collections_store.build_unlock(rt.conn, collection.id)
+        except Exception as exc:  # the connection broke: the lock went with it
+            log.warning("build lock of collection %s: %s", collection.name, exc)
+
+
+def build(
+    rt: Runtime,
+    claim: Claim,
+    collection: Collection,
+    *,
+    model_id: int,
+    kind: str,
+    params: dict[str, int] | None,
+    embed_missing: Callable[[], int] | None = None,
+) -> Built:
+    """Reserve a version, snapshot, build and write the artifact of a new index of ``collection`` under ``model_id``.
+
+    Call it inside ``building``. ``embed_missing`` (a reindex) embeds documents
+    written meanwhile that have no vector under ``model_id`` yet.
+    """
+    root = rt.settings.artifacts
+    remove_stale_temps(root, "index", collection.name)
+    index_id, version = collections_store.reserve_index_version(
+        conn=rt.conn, collection_id=collection.id, kind=kind, model_id=model_id, job_id=claim.output_id
+    )
+    snapshot = _snapshot(rt, collection, model_id, embed_missing)
+    vectors = snapshot.vectors
+    if len(vectors):
+        vectors = truncate_and_normalize(vectors, truncate_dim=None, normalize=collection.normalize)
+    chosen = index_core.choose_kind(len(vectors), kind)
+    if chosen != "flat" and len(vectors) == 0:
+        chosen = "flat"
+    dimension = vectors.shape[1] if len(vectors) else rt.collection_model(collection)[0].dimension
+    matrix = vectors if len(vectors) else np.zeros((0, dimension), dtype=np.float32)
+    index, used = index_core.build_index(matrix, chosen, params=params)
+
+    def files(folder: Path) -> None:
+        index_core.save_index(index, folder)
+        (folder / "ids.json").write_text(json.dumps(snapshot.ids))
+        np.save(folder / "seqs.npy", snapshot.seqs, allow_pickle=False)
+
+    meta = {
+        "collection": collection.name,
+        "model_id": model_id,
+        "normalize": collection.normalize,
+        "count": len(snapshot.ids),
+        "max_seq": snapshot.max_seq,
+        "params": used,
+        "job_id": claim.output_id,
+    }
+    path = write_artifact(root, "index", collection.name, str(version), files, meta)
+    return Built(index_id, version, model_id, path, used, snapshot, matrix, index)
+
+
+def _snapshot(rt: Runtime, collection: Collection, model_id: int, embed_missing: Callable[[], int] | None) -> Snapshot:
+    for _ in range(SNAPSHOT_ROUNDS):
+        try:
+            return collections_store.snapshot(conn=rt.conn, collection_id=collection.id, model_id=model_id)
+        except StillMissing:
+            if embed_missing is None:
+                raise
+            embed_missing()
+    raise RetriableError(f"documents of {collection.name!r} kept changing while a reindex read them; retrying")
+
+
+def activate(
+    conn: psycopg.Connection,
+    collection: Collection,
+    built: Built,
+    *,
+    metrics: dict[str, Any],
+    model: tuple[str, int] | None = None,
+) -> None:
+    """Make ``built`` the collection's active version, in the caller's transaction (the one finishing the job).
+
+    With ``model`` (name, id), a reindex's swap: the collection and its
+    documents move to that model version in the same transaction. Versions
+    are numbered in the order builds take the build lock, but activated after
+    it is released, so the collection row decides, locked here: a version
+    older than the active one (a later build finished first), or a build of
+    another model version than the collection's now (a reindex swapped
+    meanwhile), would put a stale index in front of searches, and a swap
+    while a live document has no vector under the new model (written since the
+    reindex looked) would leave it unsearchable. Each is refused with a
+    ``RetriableError``: the job runs again from a fresh snapshot.
+    """
+    locked = collections_store.get_collection(conn=conn, name=collection.name, lock="FOR UPDATE OF c")
+    where = {"collection": collection.name, "index_version": built.version}
+    if (locked.index_version or 0) > built.version:
+        raise RetriableError(
+            f"index version {locked.index_version} of {collection.name!r} became active while version "
+            f"{built.version} was built; building again",
+            detail={**where, "active_version": locked.index_version},
+        )
+    if model is None and locked.model_id != built.model_id:
+        raise RetriableError(
+            f"collection {collection.name!r} moved to model version {locked.model_id} while index version "
+            f"{built.version} was built from version {built.model_id}; building again",
+            detail={**where, "model_id": locked.model_id},
+        )
+    if model is not None and collections_store.missing_vectors(
+        conn=conn, collection_id=locked.id, model_id=model[1], limit=1
+    ):
+        raise RetriableError(
+            f"documents of {collection.name!r} were written while the reindex swapped; retrying", detail=where
+        )
+    collections_store.activate_index(
+        conn=conn,
+        collection_id=locked.id,
+        index_id=built.index_id,
+        path=str(built.path),
+        params=built.params,
+        count=built.count,
+        max_seq=built.snapshot.max_seq,
+        metrics=metrics,
+        model=model,
+    )
+
+
+# ---------------------------------------------------------------- searching
 
 
 @dataclass
@@ -43,7 +220,7 @@ def read_index(index_id: int, path: Path, params: dict[str, Any]) -> LoadedIndex
     verify_artifact(path)
     ids = json.loads((path / "ids.json").read_text())
     seqs = np.load(path / "seqs.npy", allow_pickle=False)
-    return LoadedIndex(index_id, load_index(path / "index.faiss"), ids, seqs, params)
+    return LoadedIndex(index_id, index_core.load_index(path / "index.faiss"), ids, seqs, params)
 
 
 class IndexCache:

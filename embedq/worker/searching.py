@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from api_client.errors import ModelMismatch
+from api_client.kinds.collections import SearchRequest
 from api_client.postprocess import truncate_and_normalize
-from api_client.schemas_collections import SearchRequest
 from embedq.cores import index as index_core
 from embedq.cores.encode import encode
 from embedq.cores.rerank import rerank
@@ -50,6 +50,11 @@ def search(rt: Runtime, request: SearchRequest) -> tuple[list[list[dict[str, Any
         "model_id": collection.model_id,
         "hits": sum(len(query_hits) for query_hits in hits),
     }
+    if request.filter and not summary["hits"]:
+        matched = collections_store.matching(conn=rt.conn, collection_id=collection.id, where=request.filter, limit=0)
+        if matched == []:  # no document has that metadata: say so, and which keys there are
+            summary["filter_matched"] = 0
+            summary["metadata_keys"] = collections_store.metadata_keys(conn=rt.conn, collection_id=collection.id)
     return hits, summary
 
 

@@ -8,7 +8,7 @@ import pytest
 from celery import Celery
 
 from api_client import EmbedQ
-from api_client.errors import BadRequest, LimitExceeded, UnknownModel
+from api_client.errors import BadRequest, LimitExceeded, UnknownCollection, UnknownModel
 from tests import helpers
 
 
@@ -45,9 +45,9 @@ def plain_celery(broker_url: str):
     app.close()
 
 
-def send(app: Celery, *args: object, **kwargs: object) -> str:
+def send(app: Celery, *args: object, task: str = "embedq.encode", **kwargs: object) -> str:
     task_id = str(uuid.uuid4())
-    app.send_task("embedq.encode", args=args or None, kwargs=kwargs, queue="embedq.cpu.interactive", task_id=task_id)
+    app.send_task(task, args=args or None, kwargs=kwargs, queue="embedq.cpu.interactive", task_id=task_id)
     return task_id
 
 
@@ -106,3 +106,31 @@ def test_worker_survives_garbage_messages(eq: EmbedQ, db, plain_celery: Celery) 
     # After all of that, the same worker still runs jobs; the pickled message was never run.
     assert eq.encode(["still alive"]).result(timeout=60).shape == (1, 384)
     assert db.execute("SELECT count(*) FROM jobs WHERE request::text LIKE '%pickled%'").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "request_body", "error", "message"),
+    [
+        ("search", {"collection": "no-such-collection", "queries": ["x"]}, UnknownCollection, "no collection"),
+        ("upsert", {"collection": "no-such-collection", "documents": [{"id": "a", "text": "x"}]}, UnknownCollection,
+         "no collection"),
+        ("reindex", {"collection": "tickets", "id_from": "d00100"}, BadRequest, "id_from: only the service sets it"),
+        ("reindex", {"collection": "tickets", "model": "nope/not-here"}, UnknownModel, "unknown model"),
+        ("search", {"collection": "tickets", "queries": ["x"], "rerank": "all-MiniLM-L6-v2"}, UnknownModel,
+         "not a registered cross-encoder"),
+    ],
+)  # fmt: skip
+def test_the_client_and_a_plain_celery_message_refuse_a_collection_request_alike(
+    eq: EmbedQ, db, plain_celery: Celery, kind: str, request_body: dict, error: type, message: str
+) -> None:
+    eq.create_collection("tickets")
+    with pytest.raises(error, match=message) as refused:
+        eq.submit(kind, request_body)
+    assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0  # refused before any row or message
+
+    task_id = send(plain_celery, task=f"embedq.{kind}", request=request_body)
+    row = failed_row(db, task_id)
+    assert row["error"] == refused.value.to_record()
+    with pytest.raises(error) as again:
+        eq.job(task_id).result(timeout=10)
+    assert again.value.message == refused.value.message

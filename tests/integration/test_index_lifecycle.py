@@ -336,3 +336,38 @@ def test_a_collection_refuses_vectors_of_another_model_version(
     assert "refuses vectors of another version" in error.message
     described = eq.collection(collection)
     assert described["model_version"] == bound and described["size"] == 5
+
+
+def test_an_overtaken_build_never_replaces_a_newer_active_version(eq: EmbedQ, db) -> None:
+    """A build activates after its build lock is released: one that a later build overtook, or one of a model
+    version the collection has since left (a reindex swapped meanwhile), is refused and the job builds again."""
+    import numpy as np
+
+    from api_client.errors import RetriableError
+    from embedq.worker.indexes import Built, activate
+    from embedq.worker.store import collections as collections_store
+    from embedq.worker.store.collections import Snapshot
+
+    collection = filled(eq, 30)
+    eq.build_index(collection).wait(timeout=WAIT)
+    active = eq.collection(collection)["active_index"]
+    assert active["version"] == 2
+    current = collections_store.get_collection(conn=db, name=collection)
+    first = db.execute(
+        "SELECT id, artifact_path FROM index_versions WHERE collection_id = %s AND version = 1", (current.id,)
+    ).fetchone()
+    empty = Snapshot([], np.zeros(0, dtype=np.int64), np.zeros((0, 384), dtype=np.float32), 0)
+
+    def built(index_id: int, version: int, model_id: int) -> Built:
+        return Built(index_id, version, model_id, Path(first[1]), {"kind": "flat"}, empty, empty.vectors, None)
+
+    overtaken = "index version 2 of .* became active while version 1 was built"
+    with pytest.raises(RetriableError, match=overtaken), db.transaction():
+        activate(db, current, built(first[0], 1, current.model_id), metrics={})
+    later, version = collections_store.reserve_index_version(
+        conn=db, collection_id=current.id, kind="flat", model_id=current.model_id, job_id=str(uuid.uuid4())
+    )
+    left = f"moved to model version {current.model_id} while index version 3"
+    with pytest.raises(RetriableError, match=left), db.transaction():
+        activate(db, current, built(later, version, current.model_id + 1000), metrics={})
+    assert eq.collection(collection)["active_index"] == active

@@ -268,18 +268,18 @@ def test_a_tampered_file_is_refused_on_load_then_rebuilt_with_the_gated_sha256(i
 
 def test_requests_name_a_backend_or_leave_it_to_the_worker() -> None:
     from api_client.errors import BadRequest
+    from api_client.kinds.collections import ReindexRequest, UpsertRequest
     from api_client.kinds.encode import EncodeRequest
     from api_client.kinds.similarity import SimilarityRequest
     from api_client.requests import Limits
-    from api_client.schemas_collections import parse_reindex_request, parse_upsert_request
 
     assert EncodeRequest.parse({"texts": ["a"]}, Limits()).backend is None
     assert EncodeRequest.parse({"texts": ["a"], "backend": "torch"}, Limits()).backend == "torch"
     assert SimilarityRequest.parse({"queries": ["a"], "texts": ["b"], "backend": "onnx"}, Limits()).backend == "onnx"
     upsert = {"collection": "c", "documents": [{"id": "1", "text": "t"}], "backend": "onnx-int8"}
-    assert parse_upsert_request(upsert, Limits()).backend == "onnx-int8"
+    assert UpsertRequest.parse(upsert, Limits()).backend == "onnx-int8"
     bf16 = {"texts": ["a"], "backend": "openvino-bf16"}
     assert EncodeRequest.parse(bf16, Limits()).backend == "openvino-bf16"
-    assert parse_reindex_request({"collection": "c", "backend": "auto"}, Limits()).backend == "auto"
+    assert ReindexRequest.parse({"collection": "c", "backend": "auto"}, Limits()).backend == "auto"
     with pytest.raises(BadRequest, match="backend"):
         EncodeRequest.parse({"texts": ["a"], "backend": "tensorrt"}, Limits())

@@ -15,8 +15,8 @@ import sys
 from typing import Any
 
 from api_client.errors import BadRequest
+from api_client.kinds.collection_fields import INDEX_KINDS
 from api_client.schemas import DEFAULT_MODEL
-from api_client.schemas_collections import INDEX_KINDS
 from embedq.worker.cli.common import UsageError, client
 from embedq.worker.cli.jobs import add_wait_options, await_job, read_texts
 
@@ -182,6 +182,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         if not await_job(job, args):
             return 0
         results = job.result(timeout=0)
+        summary = job.info().result or {}
+    if summary.get("filter_matched") == 0:
+        keys = ", ".join(summary.get("metadata_keys") or []) or "none"
+        print(
+            f"embedq: no document of {args.name} matches the filter {parse_filter(args.filter)} "
+            f"(the metadata keys of its documents: {keys}; values match exactly, case included)",
+            file=sys.stderr,
+        )
     if args.json:
         _print_json(results)
         return 0

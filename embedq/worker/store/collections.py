@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
@@ -11,6 +12,9 @@ from psycopg.types.json import Jsonb
 
 from api_client.errors import ModelMismatch, UnknownCollection
 from api_client.store.embeddings import copy_out_vectors
+
+if TYPE_CHECKING:
+    from api_client.kinds.collection_fields import Document
 
 BUILD_LOCK = 0x656D6278  # "embx": advisory lock class of index builds, one key per collection
 
@@ -68,42 +72,69 @@ def bind_model(*, conn: psycopg.Connection, collection: Collection, model_id: in
         )
 
 
-def upsert_documents(
-    *,
-    conn: psycopg.Connection,
-    collection_id: int,
-    model_id: int,
-    documents: list[dict[str, Any]],
-    keys: list[bytes],
+_CHANGED = (
+    "FROM unnest(%(ids)s::text[], %(texts)s::text[], %(metadata)s::jsonb[], %(keys)s::bytea[]) "
+    "AS d(external_id, text, metadata, key) "
+    "LEFT JOIN documents x ON x.collection_id = %(collection_id)s AND x.external_id = d.external_id "
+    "WHERE x.external_id IS NULL OR (x.text_sha256, x.metadata, x.deleted, x.model_id, x.text) "
+    "IS DISTINCT FROM (d.key, d.metadata, false, %(model_id)s::bigint, d.text)"
+)
+"""The upserted documents that would change: new, or with another text, metadata or model version, or deleted."""
+
+
+def _documents(collection_id: int, model_id: int, documents: Sequence[Document], keys: list[bytes]) -> dict[str, Any]:
+    return {
+        "collection_id": collection_id,
+        "model_id": model_id,
+        "ids": [doc.id for doc in documents],
+        "texts": [doc.text for doc in documents],
+        "metadata": [Jsonb(doc.metadata) for doc in documents],
+        "keys": keys,
+    }
+
+
+def changed_documents(
+    *, conn: psycopg.Connection, collection_id: int, model_id: int, documents: Sequence[Document], keys: list[bytes]
 ) -> int:
-    """Insert or replace documents by id; returns how many changed (new, new text or metadata, or undeleted)."""
+    """How many of ``documents`` an upsert would change now (``upsert_documents`` changes exactly those)."""
+    row = conn.execute("SELECT count(*) " + _CHANGED, _documents(collection_id, model_id, documents, keys)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def upsert_documents(
+    *, conn: psycopg.Connection, collection_id: int, model_id: int, documents: Sequence[Document], keys: list[bytes]
+) -> int:
+    """Insert or replace the documents that change (new, new text or metadata, or undeleted); returns how many.
+
+    Run it holding the collection row ``FOR UPDATE``, as every writer of its
+    documents does, so the documents it reads as unchanged stay so.
+    """
     rows = conn.execute(
         "INSERT INTO documents (collection_id, external_id, text, metadata, model_id, text_sha256) "
-        "SELECT %s, d.external_id, d.text, d.metadata, %s, d.key "
-        "FROM unnest(%s::text[], %s::text[], %s::jsonb[], %s::bytea[]) AS d(external_id, text, metadata, key) "
+        "SELECT %(collection_id)s, d.external_id, d.text, d.metadata, %(model_id)s, d.key " + _CHANGED + " "
         "ON CONFLICT (collection_id, external_id) DO UPDATE SET text = EXCLUDED.text, metadata = EXCLUDED.metadata, "
         "model_id = EXCLUDED.model_id, text_sha256 = EXCLUDED.text_sha256, deleted = false, "
         "seq = nextval('documents_seq'), updated_at = now() "
-        "WHERE (documents.text_sha256, documents.metadata, documents.deleted, documents.model_id, documents.text) "
-        "IS DISTINCT FROM (EXCLUDED.text_sha256, EXCLUDED.metadata, false, EXCLUDED.model_id, EXCLUDED.text) "
         "RETURNING 1",
-        (
-            collection_id,
-            model_id,
-            [doc["id"] for doc in documents],
-            [doc["text"] for doc in documents],
-            [Jsonb(doc["metadata"]) for doc in documents],
-            keys,
-        ),
+        _documents(collection_id, model_id, documents, keys),
     ).fetchall()
     return len(rows)
+
+
+_LIVE_AMONG = "collection_id = %s AND external_id = ANY(%s) AND NOT deleted"
+
+
+def live_among(*, conn: psycopg.Connection, collection_id: int, ids: list[str]) -> int:
+    """How many of ``ids`` are live documents: what ``delete_documents`` would delete now."""
+    row = conn.execute("SELECT count(*) FROM documents WHERE " + _LIVE_AMONG, (collection_id, ids)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def delete_documents(*, conn: psycopg.Connection, collection_id: int, ids: list[str]) -> int:
     """Mark documents deleted (tombstones until the next build); returns how many were live."""
     rows = conn.execute(
         "UPDATE documents SET deleted = true, seq = nextval('documents_seq'), updated_at = now() "
-        "WHERE collection_id = %s AND external_id = ANY(%s) AND NOT deleted RETURNING 1",
+        "WHERE " + _LIVE_AMONG + " RETURNING 1",
         (collection_id, ids),
     ).fetchall()
     return len(rows)
@@ -294,6 +325,16 @@ def matching(*, conn: psycopg.Connection, collection_id: int, where: dict[str, A
         (collection_id, Jsonb(where), limit + 1),
     ).fetchall()
     return None if len(rows) > limit else [row[0] for row in rows]
+
+
+def metadata_keys(*, conn: psycopg.Connection, collection_id: int, limit: int = 50) -> list[str]:
+    """The metadata keys the collection's live documents use (at most ``limit``, sorted)."""
+    rows = conn.execute(
+        "SELECT DISTINCT k FROM documents, jsonb_object_keys(metadata) AS k "
+        "WHERE collection_id = %s AND NOT deleted ORDER BY k LIMIT %s",
+        (collection_id, limit),
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def vectors_of(*, conn: psycopg.Connection, collection_id: int, ids: list[str]) -> tuple[list[str], np.ndarray]:
