@@ -33,7 +33,7 @@ def finish(rt: Runtime, claim: Claim, spec: Kind, outcome: Outcome) -> dict[str,
     conn = rt.conn
     with conn.transaction():
         if outcome.write is not None:
-            outcome.write(conn)
+            summary.update(outcome.write(conn) or {})
         if not jobs_store.finish_job(
             conn=conn, claim=claim, result=summary, total=outcome.total, notice=outcome.notice
         ):

@@ -32,8 +32,9 @@ class Outcome:
     """What a runner hands back: the job's summary and what to write with its final state."""
 
     summary: dict[str, Any]
-    write: Callable[[psycopg.Connection], None] | None = None
-    """Outputs, keyed by (job, item) or by content, written in the transaction that finishes the job."""
+    write: Callable[[psycopg.Connection], dict[str, Any] | None] | None = None
+    """Outputs, keyed by (job, item) or by content, written in the transaction that finishes the job; what it
+    returns (figures only the write knows, such as rows changed) joins the summary."""
     total: int | None = None
     """Items of the job (its progress when done); ``None`` keeps the total it was created with."""
     notice: tuple[int, str] | None = None
