@@ -23,11 +23,9 @@ from api_client.classifiers import ClassifiersMixin
 from api_client.collections import CollectionsMixin
 from api_client.db import libpq_url, public_url
 from api_client.errors import (
-    BadRequest,
     BrokerUnavailable,
     DatabaseUnavailable,
     JobTimeout,
-    UnknownModel,
 )
 from api_client.job import Job
 from api_client.kinds import CLIENT_METHODS, KINDS, kind_of
@@ -211,45 +209,6 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
     def models(self) -> list[str]:
         """Model names a job may ask for: the bundled ones and every registered one."""
         return sorted(set(catalog.BUNDLED) | set(self._run(lambda conn: models_store.model_names(conn=conn))))
-
-    def _check_model(self, request: Any) -> None:
-        if getattr(request, "model", None) is None:  # a collection job: the collection names its model
-            return
-        truncate_dim = getattr(request, "truncate_dim", None)
-        prompt_name = getattr(request, "prompt_name", None)
-        if request.model in catalog.BUNDLED and truncate_dim is None and prompt_name is None:
-            return
-        row = self._run(lambda conn: models_store.resolve_model(conn=conn, name=request.model))
-        if row is None and request.model not in catalog.BUNDLED:
-            known = ", ".join(self.models())
-            raise UnknownModel(
-                f"model: unknown model {request.model!r}; known models: {known} "
-                "(register a local sentence-transformers folder with `embedq models add NAME PATH`)",
-                detail={"field": "model", "model": request.model},
-            )
-        if row is None:
-            return  # a bundled model not used yet: the worker checks the rest
-        if truncate_dim is not None and row.dimension and truncate_dim > row.dimension:
-            raise BadRequest(
-                f"truncate_dim: {truncate_dim} is more than the model's dimension {row.dimension}",
-                detail={"field": "truncate_dim", "max": row.dimension},
-            )
-        prompts = row.config.get("prompts") or {}
-        if prompt_name is not None and prompt_name not in prompts:
-            raise BadRequest(
-                f"prompt_name: model {request.model!r} has no prompt {prompt_name!r} "
-                f"(its prompts: {', '.join(sorted(prompts)) or 'none'})",
-                detail={"field": "prompt_name"},
-            )
-
-    def _check_cross_encoder(self, name: str) -> None:
-        row = self._run(lambda conn: models_store.resolve_model(conn=conn, name=name))
-        if row is None or row.kind != "cross-encoder":
-            raise UnknownModel(
-                f"rerank: {name!r} is not a registered cross-encoder (register a CrossEncoder folder with "
-                f"`embedq models add {name} PATH`)",
-                detail={"field": "rerank", "model": name},
-            )
 
     def _gpu_alive(self) -> bool:
         with self._gpu_lock:

@@ -17,13 +17,17 @@ import numpy as np
 NORM_EPS = 1e-12
 
 
+def unit(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (zero rows stay zero), in ``vectors``' own float dtype: the one L2 normalization."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), NORM_EPS)
+
+
 def truncate_and_normalize(raw: np.ndarray, *, truncate_dim: int | None, normalize: bool) -> np.ndarray:
     """Float32 vectors as ``SentenceTransformer.encode`` returns them before quantization."""
     vectors = raw[:, :truncate_dim] if truncate_dim is not None else raw
     vectors = np.asarray(vectors, dtype=np.float32)
     if normalize:
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.maximum(norms, NORM_EPS)
+        vectors = unit(vectors)
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 

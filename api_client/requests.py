@@ -62,11 +62,14 @@ class Catalog(Protocol):
         Raises ``UnknownModel`` for a name that is neither bundled nor registered.
         """
 
+    def cross_encoder(self, name: str) -> Any:
+        """The registered cross-encoder ``name`` (``UnknownModel`` if there is none)."""
+
     def collection(self, name: str) -> Any:
         """The collection ``name`` (``UnknownCollection`` if there is none)."""
 
-    def classifier(self, name: str) -> Any:
-        """The classifier ``name`` (``UnknownClassifier`` if there is none)."""
+    def classifier(self, name: str, version: int | None = None) -> Any:
+        """Version ``version`` of classifier ``name``, else its active one (``UnknownClassifier`` if none)."""
 
 
 @dataclass(frozen=True)

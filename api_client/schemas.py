@@ -1,5 +1,4 @@
-"""What every kind shares: the default model, a job's snapshot (``JobInfo``), and the request checks the
-collection and classifier schemas call.
+"""What every kind shares: the default model and a job's snapshot (``JobInfo``).
 
 Each kind's request schema lives with its declaration in ``api_client.kinds``;
 the checks shared by the kinds in ``api_client.requests``.
@@ -11,57 +10,15 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from api_client.errors import BadRequest, LimitExceeded
-from api_client.requests import Limits, check_texts, option_error, text_problem
+from api_client.requests import Limits, check_texts
 from api_client.states import JobKind, JobStatus
 
 __all__ = ["DEFAULT_MODEL", "JobInfo", "Limits", "check_texts"]
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 M = TypeVar("M", bound=BaseModel)
-
-
-def require_object(raw: Any, *fields: str) -> dict[str, Any]:
-    """``raw`` as a dict holding ``fields``, or ``BadRequest`` naming what is wrong."""
-    if not isinstance(raw, dict):
-        raise BadRequest(f"request: expected a JSON object, got {type(raw).__name__}", detail={"field": "request"})
-    for field in fields:
-        if field not in raw:
-            raise BadRequest(f"{field}: missing; send a list of strings", detail={"field": field})
-    return raw
-
-
-def parse_options(options: dict[str, Any], request_model: type[M]) -> M:
-    """Validate the non-text fields of a request with its pydantic model."""
-    try:
-        return request_model.model_validate(options)
-    except ValidationError as exc:
-        raise option_error(exc, request_model) from exc
-
-
-def check_batch_size(batch_size: int, limits: Limits) -> None:
-    if batch_size > limits.max_batch_size:
-        raise LimitExceeded(
-            f"batch_size: {batch_size} is over the limit of {limits.max_batch_size} (max_batch_size)",
-            detail={
-                "field": "batch_size",
-                "limit": "max_batch_size",
-                "max": limits.max_batch_size,
-                "actual": batch_size,
-            },
-        )
-
-
-def check_model_name(model: str) -> str:
-    """The canonical form of a model name that can be stored."""
-    from api_client.catalog import canonical_name
-
-    problem = text_problem(model)
-    if problem:
-        raise BadRequest(f"model: {problem}", detail={"field": "model"})
-    return canonical_name(model)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,7 @@ class Settings(BaseModel):
         from api_client.db import sqlalchemy_url
 
         return f"db+{sqlalchemy_url(self.database_url)}" if self.database_url else None
+
     gate_tolerance: float = Field(0.005, ge=0)
     gate_pairs: int = Field(0, ge=0)
     gate_paraphrase_texts: int = Field(0, ge=0)

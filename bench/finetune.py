@@ -1,4 +1,4 @@
-"""Fine-tuning: our core (tasks/finetune.py) against the same run written directly with sentence-transformers.
+"""Fine-tuning: our core (embedq/cores/finetune.py) against the same run written directly with sentence-transformers.
 
 MultipleNegativesRankingLoss on the STS Benchmark train pairs scored >= 4 (as (anchor, positive)), one
 epoch, batch 32, learning rate 2e-5, warmup 10 %, seed 0, in-batch duplicates kept apart: first through

@@ -1,8 +1,8 @@
 """GPU model path: the worker's encode core and quality gate on one device, beside sentence-transformers.
 
 What runs here is the model path of an embedq worker, not the service: the encode core
-(``tasks/encode.py``: the library's batch order, token-budget runs, halving on out-of-memory) and the
-STS Benchmark dev quality gate (``tasks/gate.py``). It needs only torch, numpy and
+(``embedq/cores/encode.py``: the library's batch order, token-budget runs, halving on out-of-memory) and the
+STS Benchmark dev quality gate (``embedq/cores/gate.py``). It needs only torch, numpy and
 sentence-transformers, so it runs on a GPU machine that has no Celery, PostgreSQL, Redis or pydantic;
 queueing, claims, the cache and the database are not measured. Every figure stands beside the direct
 ``SentenceTransformer.encode`` call from the same run, on the same texts and device.

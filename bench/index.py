@@ -1,4 +1,4 @@
-"""The index core (tasks/index.py) against FAISS called directly with the same parameters.
+"""The index core (embedq/cores/index.py) against FAISS called directly with the same parameters.
 
 Measures, in this process (FAISS on ``--threads`` OpenMP threads, default all cores):
   blas     exact (flat) search of batches of 1, 2, 3, 4, 5, 10, 20, 50, 100 queries over --n vectors, with

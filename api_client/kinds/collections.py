@@ -12,7 +12,7 @@ its model version (``api_client.collections.hardware_of``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Protocol, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import psycopg
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
@@ -31,12 +31,6 @@ if TYPE_CHECKING:
     from api_client.job import Job
 
 # ---------------------------------------------------------------- the requests
-
-
-class _CrossEncoders(Protocol):
-    """The catalog's cross-encoder lookup (``StoreCatalog.cross_encoder``), which ``Catalog`` does not declare."""
-
-    def cross_encoder(self, name: str) -> Any: ...
 
 
 class CollectionRequest(Request):
@@ -115,7 +109,7 @@ class SearchRequest(CollectionRequest):
                 detail={"field": "k", "limit": "max_k", "max": limits.max_k},
             )
         if context.catalog is not None and self.rerank is not None:
-            cast(_CrossEncoders, context.catalog).cross_encoder(self.rerank)
+            context.catalog.cross_encoder(self.rerank)
         return self
 
 

@@ -103,14 +103,33 @@ def ensure_classifier(*, conn: psycopg.Connection, name: str, model: str | None)
         "INSERT INTO classifiers (name, model) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING",
         (name, model or DEFAULT_MODEL),
     )
-    info = describe(conn=conn, name=name)
+    return check_model(describe(conn=conn, name=name), model)
+
+
+def check_model(info: dict[str, Any], model: str | None) -> dict[str, Any]:
+    """The classifier ``info`` (as ``describe`` gives it), unless ``model`` names another model than its own."""
     if model is not None and info["model"] != model:
         raise BadRequest(
-            f"model: classifier {name!r} uses model {info['model']!r}, not {model!r}; a classifier reads one "
-            "model's embeddings (use another name for another model)",
-            detail={"field": "model", "classifier": name, "model": info["model"]},
+            f"model: classifier {info['name']!r} uses model {info['model']!r}, not {model!r}; a classifier reads "
+            "one model's embeddings (use another name for another model)",
+            detail={"field": "model", "classifier": info["name"], "model": info["model"]},
         )
     return info
+
+
+def find(*, conn: psycopg.Connection, name: str) -> dict[str, Any] | None:
+    """The classifier ``name`` as ``describe`` gives it, or ``None`` if there is none."""
+    row = conn.execute(_DESCRIBE + " WHERE c.name = %s GROUP BY c.id", (name,)).fetchone()
+    return _describe(row) if row is not None else None
+
+
+def lock(*, conn: psycopg.Connection, name: str, model: str | None) -> tuple[int, int | None]:
+    """``(id, active version)`` of classifier ``name`` (created as ``ensure_classifier`` creates it), locked
+    until the transaction ends: a new version is numbered and activated under this lock."""
+    ensure_classifier(conn=conn, name=name, model=model)
+    row = conn.execute("SELECT id, active_version FROM classifiers WHERE name = %s FOR UPDATE", (name,)).fetchone()
+    assert row is not None  # just ensured, and classifiers are never deleted
+    return row[0], row[1]
 
 
 def add_anchor_version(*, conn: psycopg.Connection, name: str, labels: dict[str, list[str]]) -> dict[str, Any]:
@@ -225,10 +244,10 @@ def _describe(row: tuple[Any, ...]) -> dict[str, Any]:
 
 def describe(*, conn: psycopg.Connection, name: str) -> dict[str, Any]:
     """Name, model, active version (its method, labels, threshold, metrics) and how many versions."""
-    row = conn.execute(_DESCRIBE + " WHERE c.name = %s GROUP BY c.id", (name,)).fetchone()
-    if row is None:
+    info = find(conn=conn, name=name)
+    if info is None:
         raise _unknown(conn, name, None)
-    return _describe(row)
+    return info
 
 
 def list_classifiers(*, conn: psycopg.Connection) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """Held-out evaluation of a classifier: the split, the abstain threshold, the report.
 
 Plain arrays and values in, JSON-safe values out. ``embedq.cores.classifiers``
-re-exports all three functions.
+re-exports these functions; ``held_out`` runs a head on held-out vectors and
+chooses the threshold and reports there in one call.
 
 The threshold is a confidence (the best label's score) below which the
 classifier abstains and leaves the text to a person. It is chosen on held-out
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from api_client.errors import BadRequest
+from embedq.cores.heads import Head
 
 DEFAULT_MIN_ANSWERED = 0.95
 
@@ -172,3 +174,23 @@ def report(
         "coverage": float(answered.mean()) if n else None,
         "answered_accuracy": float((t == p)[answered].mean()) if answered.any() else None,
     }
+
+
+def held_out(
+    head: Head,
+    vectors: np.ndarray,
+    truth: Sequence[str],
+    *,
+    min_answered: float | None = None,
+    target_precision: float | None = None,
+) -> dict[str, Any]:
+    """The ``report`` of ``head`` on held-out ``vectors`` whose labels are ``truth``, with the abstention threshold
+    chosen on them; with no held-out examples, no figures and no threshold (never abstain)."""
+    if not len(truth):
+        return {"n_eval": 0, "threshold": None, "coverage": None, "answered_accuracy": None}
+    scores = head.scores(vectors)
+    confidence = scores.max(axis=1)
+    predicted = [head.labels[i] for i in scores.argmax(axis=1)]
+    correct = np.array([p == t for p, t in zip(predicted, truth, strict=True)])
+    threshold = choose_threshold(confidence, correct, min_answered=min_answered, target_precision=target_precision)
+    return report(list(truth), predicted, confidence, head.labels, threshold)

@@ -19,7 +19,9 @@ parameters, seed and device give the same weights.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import numbers
 import shutil
@@ -30,31 +32,21 @@ from pathlib import Path
 from typing import Any
 
 from api_client.errors import BadRequest, UnknownModel
+from api_client.kinds.training import LOSSES, fine_tune_params
 from embedq.cores.finetune_eval import evaluate, evaluate_dims
 
 __all__ = [
-    "DEFAULTS",
     "LOSSES",
     "TrainingStopped",
     "check_dims",
     "check_eval_pairs",
     "check_pairs",
-    "check_params",
     "evaluate",
     "fine_tune",
+    "fingerprint",
 ]
 
-LOSSES = ("mnrl", "cosent")
-DEFAULTS: dict[str, Any] = {"epochs": 1, "batch_size": 32, "learning_rate": 2e-5, "warmup_ratio": 0.1}
 MIN_PAIRS = 2  # in-batch negatives (mnrl) and score order (cosent) both need two pairs
-
-# name: (type, lowest, highest, whether the lowest is allowed)
-_PARAM_RANGES: dict[str, tuple[type, float, float, bool]] = {
-    "epochs": (int, 1, 100, True),
-    "batch_size": (int, 1, 4096, True),
-    "learning_rate": (float, 0.0, 1.0, False),
-    "warmup_ratio": (float, 0.0, 1.0, True),
-}
 
 
 class TrainingStopped(Exception):
@@ -109,33 +101,6 @@ def check_eval_pairs(pairs: Any) -> list[tuple]:
     return check_pairs(pairs, "cosent" if scored else "mnrl", field="eval_pairs")
 
 
-def check_params(params: Mapping[str, Any] | None, loss: str) -> dict[str, Any]:
-    """``DEFAULTS`` updated with ``params``; ``BadRequest`` naming the key for unknown or out-of-range values."""
-    resolved = dict(DEFAULTS)
-    for key, value in (params or {}).items():
-        if key not in _PARAM_RANGES:
-            hint = " (pass the seed as its own argument)" if key == "seed" else ""
-            known = ", ".join(_PARAM_RANGES)
-            raise BadRequest(
-                f"params: unknown key {key!r}{hint}; known: {known}", detail={"field": "params", "key": key}
-            )
-        kind, low, high, low_allowed = _PARAM_RANGES[key]
-        number = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-        in_range = number and (low <= value if low_allowed else low < value) and value <= high
-        if not in_range or (kind is int and value != int(value)):
-            shown = "an integer" if kind is int else "a number"
-            raise BadRequest(
-                f"params.{key}: expected {shown} in {'[' if low_allowed else '('}{low:g}, {high:g}], got {value!r}",
-                detail={"field": "params", "key": key},
-            )
-        resolved[key] = kind(value)
-    if loss == "mnrl" and resolved["batch_size"] < MIN_PAIRS:
-        raise BadRequest(
-            "params.batch_size: mnrl needs batches of at least 2", detail={"field": "params", "key": "batch_size"}
-        )
-    return resolved
-
-
 def check_dims(dims: Any, dimension: int | None = None) -> list[int] | None:
     """Matryoshka dimensions: integers, strictly descending, each at least 1 and at most ``dimension``."""
     if dims is None:
@@ -150,6 +115,12 @@ def check_dims(dims: Any, dimension: int | None = None) -> list[int] | None:
     if dimension is not None and dims[0] > dimension:
         raise BadRequest(f"matryoshka_dims: {dims[0]} is over the model's dimension of {dimension}", detail=where)
     return [int(d) for d in dims]
+
+
+def fingerprint(pairs: Sequence[Sequence[Any]]) -> str:
+    """sha256 (hex) of the training pairs as a multiset: the same pairs in any order give the same value."""
+    canonical = sorted(json.dumps(list(pair), ensure_ascii=True, separators=(",", ":")) for pair in pairs)
+    return hashlib.sha256("\n".join(canonical).encode()).hexdigest()
 
 
 def fine_tune(
@@ -179,7 +150,7 @@ def fine_tune(
     started = time.perf_counter()
     train = check_pairs(pairs, loss)
     held_out = check_eval_pairs(eval_pairs) if eval_pairs is not None else None
-    settings = check_params(params, loss)
+    settings = fine_tune_params(loss, params)
     dims = check_dims(matryoshka_dims)
     out_dir = Path(out_dir)
     if out_dir.exists():

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from api_client.postprocess import unit
+
 MRR_CUTOFF = 10
 
 
@@ -38,9 +40,7 @@ def evaluate_dims(model: Any, pairs: Sequence[tuple], dims: Sequence[int | None]
 
 
 def _unit(vectors: np.ndarray, dim: int | None) -> np.ndarray:
-    kept = vectors if dim is None else vectors[:, :dim]
-    norms = np.linalg.norm(kept, axis=1, keepdims=True)
-    return kept / np.where(norms == 0, 1.0, norms)
+    return unit(vectors if dim is None else vectors[:, :dim])
 
 
 def _figures(vectors: np.ndarray, row: dict[str, int], pairs: Sequence[tuple]) -> dict[str, float | None]:

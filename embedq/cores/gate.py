@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from api_client import postprocess
+
 Encoder = Callable[[list[str], int], np.ndarray]
 """``(texts, batch_size)`` in, one raw float32 vector per text out (in input order)."""
 TOLERANCE = 0.005
@@ -151,8 +153,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def unit(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1, in float64 (zero rows stay zero)."""
-    vectors = np.asarray(vectors, dtype=np.float64)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return postprocess.unit(np.asarray(vectors, dtype=np.float64))
 
 
 def pair_scores(vectors: np.ndarray, index: dict[str, int], first: Sequence[str], second: Sequence[str]) -> np.ndarray:

@@ -17,7 +17,7 @@ What each method's scores are:
 - ``mlp``: a small multi-layer perceptron; its probabilities (forward pass in
   numpy), equal to ``predict_proba``.
 - ``setfit``: logistic regression on the embeddings of a SetFit-fine-tuned
-  body, scored as ``logreg`` (see ``tasks/setfit_train.py``).
+  body, scored as ``logreg`` (see ``embedq/cores/setfit_train.py``).
 - ``anchor`` (zero-shot): one description vector per label;
   ``softmax(scale * cosine)``.
 """
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from api_client.errors import ArtifactCorrupt, BadRequest
+from api_client.postprocess import unit
 
 ANCHOR = "anchor"
 
@@ -94,11 +95,6 @@ def _score_logreg(head: Head, x: np.ndarray) -> np.ndarray:
 def _score_svc(head: Head, x: np.ndarray) -> np.ndarray:
     z = _logits(head, x) * head.config["scale"]
     return _two_columns(_sigmoid(z[:, 0])) if z.shape[1] == 1 else _softmax(z)
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    """Rows of ``x`` scaled to unit length (zero rows stay zero)."""
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _score_knn(head: Head, x: np.ndarray, block: int = 1024) -> np.ndarray:

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from api_client.errors import BadRequest, UnknownModel
-from embedq.cores.classifiers import check_examples, check_params
+from api_client.kinds.training import check_classes, method_params
 from embedq.cores.finetune import TrainingStopped, _progress_callback
 from embedq.cores.heads import Head
 
@@ -102,11 +102,11 @@ def train_setfit(
     saving, and True raises ``TrainingStopped``. On that or any error
     ``out_dir`` is left as it was.
     """
-    options = check_params("setfit", params)
+    options = method_params("setfit", params)
     labels = [str(label) for label in labels]
     if len(texts) != len(labels):
         raise BadRequest(f"labels: {len(labels)} labels for {len(texts)} texts", detail={"field": "labels"})
-    check_examples("setfit", labels)
+    check_classes(labels, "setfit")
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} is not empty")

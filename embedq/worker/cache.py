@@ -1,6 +1,7 @@
 """Vectors through the embedding cache: look texts up, encode only the misses, write them back.
 
-Shared by every runner that needs vectors (encode, similarity, paraphrases).
+Shared by every runner that needs vectors (encode, similarity, paraphrases,
+cluster, upsert, reindex, the classifier kinds).
 Encoded vectors go to the cache every ``flush_every`` texts, so a job retried
 after a crash resumes where it stopped. Forward passes are capped by the
 worker's token budget (``token_budget``).
@@ -15,9 +16,9 @@ import numpy as np
 import psycopg
 from billiard.exceptions import SoftTimeLimitExceeded
 
+from api_client.cache_keys import text_sha256
 from api_client.settings import Settings
 from api_client.store import embeddings as embeddings_read
-from api_client.cache_keys import text_sha256
 from embedq.cores.encode import TokenStats, iter_encode
 from embedq.cores.models import LoadedModel
 from embedq.worker.lease import Progress
@@ -72,7 +73,7 @@ class Pending:
         self.vectors.clear()
 
 
-def commit(conn: psycopg.Connection, body: Callable[[bool], None]) -> None:
+def write_once_more_on_conflict(conn: psycopg.Connection, body: Callable[[bool], None]) -> None:
     """Run ``body(skip_existing)`` in a transaction; once more with ``True`` if another worker cached a key first."""
     try:
         with conn.transaction():
@@ -123,7 +124,7 @@ def encode_missing(
 
 def flush(rt: Runtime, pending: Pending) -> None:
     """Write the pending vectors to the cache in their own transaction."""
-    commit(rt.conn, lambda skip: pending.write(rt.conn, skip_existing=skip))
+    write_once_more_on_conflict(rt.conn, lambda skip: pending.write(rt.conn, skip_existing=skip))
     pending.clear()
 
 

@@ -6,7 +6,9 @@ version is used from the next job on, without a restart. A head is read from
 its artifact's ``head.json`` and ``head.npz`` after the whole folder was checked
 against its manifest (``verify_artifact``); nothing is ever unpickled.
 A zero-shot version's head is built from its label descriptions, embedded
-through the cache.
+through the cache (``embedq.cores.classifiers.anchor_head``). ``classify``,
+shared by the classify and triage runners, answers a request with the version
+it names.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from api_client.kinds.classifiers import ClassifyRequest
+from api_client.store import classifiers as classifiers_read
 from api_client.store.classifiers import ANCHORS, Version
+from embedq.cores import classifiers as core
 from embedq.cores.artifacts import verify_artifact
-from embedq.cores.classifiers import Head, anchor_head, load_head
 from embedq.cores.models import LoadedModel
+from embedq.worker.embedding import embed
+from embedq.worker.runtime import Runtime, record_model
+from embedq.worker.store.jobs import Claim
 
 MAX_HEADS = 16
 BODY = "body"
@@ -33,7 +38,7 @@ BODY = "body"
 class Loaded:
     """A version ready to classify: its head and the encoder whose vectors it reads."""
 
-    head: Head
+    head: core.Head
     model: LoadedModel
     model_id: int
 
@@ -46,7 +51,7 @@ class Heads:
         self._loaded: OrderedDict[tuple[int, int, str | None], Loaded] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, rt: Any, version: Version) -> Loaded:
+    def get(self, rt: Runtime, version: Version) -> Loaded:
         key = (version.classifier_id, version.version, version.sha256)
         with self._lock:
             loaded = self._loaded.get(key)
@@ -61,17 +66,15 @@ class Heads:
         return loaded
 
 
-def setfit_body(rt: Any, classifier: str, artifact: Path) -> tuple[LoadedModel, int]:
+def setfit_body(rt: Runtime, classifier: str, artifact: Path) -> tuple[LoadedModel, int]:
     """The fine-tuned encoder of a SetFit version (its artifact's ``body/``) and its ``models`` row id."""
-    from embedq.worker.runtime import record_model
-
     path = artifact / BODY
     model = rt.registry.load(f"setfit-{classifier}", path)
     row = record_model(rt.conn, f"setfit-{classifier}", path, model, dtype=rt.dtype, source="setfit")
     return model, row.id
 
 
-def encoder(rt: Any, version: Version) -> tuple[LoadedModel, int]:
+def encoder(rt: Runtime, version: Version) -> tuple[LoadedModel, int]:
     """The encoder a version reads: its SetFit body, or its classifier's model computed as the head was trained
     (the backend of the version's ``models`` row), so a head never scores vectors of another backend."""
     if version.method == "setfit":
@@ -79,19 +82,29 @@ def encoder(rt: Any, version: Version) -> tuple[LoadedModel, int]:
     return rt.bound_model(version.model, version.model_id, owner=f"classifier {version.name!r}")
 
 
-def _load(rt: Any, version: Version) -> Loaded:
+def _load(rt: Runtime, version: Version) -> Loaded:
     if version.method == ANCHORS:
         model, model_id = rt.model(version.model)
-        from embedq.worker.classifier_jobs import embed
-
         descriptions: dict[str, list[str]] = version.params["descriptions"]
-        texts = [text for label in version.labels for text in descriptions[label]]
-        vectors = embed(rt, model, model_id, texts, batch_size=32, progress=None)
-        owners = np.array([i for i, label in enumerate(version.labels) for _ in descriptions[label]])
-        anchors = np.stack([vectors[owners == i].mean(axis=0) for i in range(len(version.labels))])
-        anchors /= np.linalg.norm(anchors, axis=1, keepdims=True)
-        return Loaded(anchor_head(anchors, version.labels), model, model_id)
+        described = [(text, label) for label in version.labels for text in descriptions[label]]
+        vectors, _ = embed(rt, model, model_id, [text for text, _ in described], batch_size=32, progress=None)
+        return Loaded(core.anchor_head(vectors, [label for _, label in described]), model, model_id)
     path = Path(version.artifact_path or "")
     verify_artifact(path)
     model, model_id = encoder(rt, version)
-    return Loaded(load_head(path), model, model_id)
+    return Loaded(core.load_head(path), model, model_id)
+
+
+HEADS = Heads()
+"""This process's loaded classifier versions."""
+
+
+def classify(rt: Runtime, claim: Claim, request: ClassifyRequest) -> tuple[list[dict[str, Any]], Version]:
+    """The predictions of ``request`` (each text's through the cache) and the version that made them."""
+    version = classifiers_read.get_version(conn=rt.conn, name=request.name, version=request.version)
+    loaded = HEADS.get(rt, version)
+    progress = rt.progress(claim, total=len(request.texts), done=0)
+    vectors, _ = embed(
+        rt, loaded.model, loaded.model_id, request.texts, batch_size=request.batch_size, progress=progress
+    )
+    return core.predict(loaded.head, vectors, top_k=request.top_k, threshold=version.threshold), version

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from api_client.kinds import Kind
 from embedq.worker.lease import stopped
@@ -45,14 +44,8 @@ def finish(rt: Runtime, claim: Claim, spec: Kind, outcome: Outcome) -> dict[str,
 
 def merge_parent(conn: psycopg.Connection, parent_id: str, spec: Kind) -> None:
     """Give a parent that its last chunk just completed the merge of its chunks' summaries."""
-    row = conn.execute("SELECT status, result FROM jobs WHERE id = %s", (parent_id,)).fetchone()
-    if row is None or row[0] != "succeeded" or row[1] is not None:
+    summaries = jobs_store.chunk_summaries_to_merge(conn=conn, parent_id=parent_id)
+    if summaries is None:
         return  # chunks still running, a parent that finalizes itself, or merged already
-    summaries = [
-        result
-        for (result,) in conn.execute(
-            "SELECT result FROM jobs WHERE parent_id = %s ORDER BY chunk_index", (parent_id,)
-        ).fetchall()
-    ]
     merged = {**spec.merge(summaries), "chunks": len(summaries)}
-    conn.execute("UPDATE jobs SET result = %s WHERE id = %s", (Jsonb(merged), parent_id))
+    jobs_store.set_parent_summary(conn=conn, parent_id=parent_id, result=merged)

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import psycopg
 
@@ -128,18 +127,6 @@ class Progress:
         )
         if status is not None:
             raise JobStopped(self.claim.job_id, status)
-
-
-def finish(conn: psycopg.Connection, claim: Claim, summary: dict[str, Any], total: int) -> None:
-    """Set the job succeeded under its claim (inside the transaction that wrote its outputs), or stop it;
-    a chunk that completes its parent merges the chunks' summaries into the parent's."""
-    if not jobs_store.finish_job(conn=conn, claim=claim, result=summary, total=total):
-        raise stopped(conn, claim)
-    if claim.parent_id is not None:
-        from api_client.kinds import KINDS
-        from embedq.worker.finishing import merge_parent
-
-        merge_parent(conn, claim.parent_id, KINDS[claim.kind])
 
 
 def stopped(conn: psycopg.Connection, claim: Claim) -> JobStopped:

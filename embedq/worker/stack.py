@@ -1,12 +1,12 @@
 """``embedq up``: the whole service on one machine.
 
 It locks the data dir (one instance per data dir) and stops what a killed
-instance left running there (``worker/instance.py``). With no
+instance left running there (``embedq/worker/instance.py``). With no
 ``EMBEDQ_BROKER_URL`` / ``EMBEDQ_DATABASE_URL`` it starts an embedded Valkey
 and an embedded PostgreSQL with pgvector under the data dir
-(``worker/embedded.py``); with them set it uses those servers. Then it
+(``embedq/worker/embedded.py``); with them set it uses those servers. Then it
 migrates, starts a worker (``embedq worker``: a consumer process per lane,
-``worker/layout.py``), writes ``DATA_DIR/env`` once all its consumers are
+``embedq/worker/layout.py``), writes ``DATA_DIR/env`` once all its consumers are
 consuming, and on SIGINT/SIGTERM stops everything in reverse order and
 removes the env file.
 """

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from api_client.store import embeddings as embeddings_read
 from api_client.cache_keys import text_sha256
-from embedq.worker.cache import Pending, commit
+from api_client.store import embeddings as embeddings_read
+from embedq.worker.cache import Pending, write_once_more_on_conflict
 from embedq.worker.store import embeddings as embeddings_store
 from embedq.worker.store import models as models_store
 
@@ -28,7 +28,7 @@ def test_a_key_cached_meanwhile_by_another_worker_is_skipped(db) -> None:
         attempts.append(skip_existing)
         pending.write(db, skip_existing=skip_existing)
 
-    commit(db, body)
+    write_once_more_on_conflict(db, body)
     assert attempts == [False, True]
     vectors = embeddings_read.read_vectors(conn=db, model_id=model.id, keys=[first, second])
     np.testing.assert_array_equal(vectors, [[1, 1, 1, 1], [2, 2, 2, 2]])

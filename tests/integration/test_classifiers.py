@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from api_client import EmbedQ
-from api_client.errors import ArtifactCorrupt, BadRequest, UnknownClassifier, UnknownModel
+from api_client.errors import ArtifactCorrupt, BadRequest, UnknownClassifier, UnknownCollection, UnknownModel
 from tests import helpers
 
 LABELS = {
@@ -209,13 +209,130 @@ def test_bad_training_input_is_refused_before_queueing(eq: EmbedQ, db, change: d
     assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == jobs
 
 
-def test_classify_an_unknown_classifier_says_so(eq: EmbedQ) -> None:
-    with pytest.raises(UnknownClassifier, match="unknown classifier"):
-        eq.classify("no-such-classifier", ["hello"]).result(timeout=60)
+def test_classify_an_unknown_classifier_is_refused_before_queueing(eq: EmbedQ, db) -> None:
+    jobs = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    with pytest.raises(UnknownClassifier, match="unknown classifier 'no-such-classifier'"):
+        eq.classify("no-such-classifier", ["hello"])
     empty = name()
     eq.create_classifier(empty)
     with pytest.raises(UnknownClassifier, match="no version yet"):
-        eq.classify(empty, ["hello"]).result(timeout=60)
+        eq.classify(empty, ["hello"])
+    zero_shot = name()
+    eq.create_classifier(zero_shot, labels=LABELS)
+    with pytest.raises(UnknownClassifier, match=r"no version 9 \(versions: 1\)"):
+        eq.classify(zero_shot, ["hello"], version=9)
+    with pytest.raises(UnknownClassifier, match="unknown classifier 'no-such-classifier'"):
+        eq.triage("no-such-classifier", collection=_collection(eq), texts=["hello"])
+    with pytest.raises(UnknownCollection, match="no-such-collection"):
+        eq.triage(zero_shot, collection="no-such-collection", texts=["hello"])
+    assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == jobs
+
+
+def _collection(eq: EmbedQ) -> str:
+    collection = name()
+    eq.create_collection(collection)
+    return collection
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "match"),
+    [
+        ("logreg", {"gamma": 1}, r"params.gamma: not a parameter of logreg \(allowed: C, max_iter\)"),
+        ("logreg", {"C": -1.0}, "params.C: Input should be greater than 0"),
+        ("logreg", {"max_iter": 2.5}, "params.max_iter: Input should be a valid integer"),
+        ("knn", {"k": 10_000}, "params.k: Input should be less than or equal to 1000"),
+        ("mlp", {"hidden_layer_sizes": [64, 10**6]}, r"params.hidden_layer_sizes.1: .*less than or equal to 4096"),
+        ("mlp", {"hidden_layer_sizes": []}, "params.hidden_layer_sizes: List should have at least 1 item"),
+        ("setfit", {"num_epochs": 10**4}, "params.num_epochs: Input should be less than or equal to 100"),
+        ("setfit", {"seed": 3}, "pass the seed as its own argument"),
+        ("linear_svc", "C=10", "params: expected a JSON object"),
+    ],
+)
+def test_bad_params_are_refused_before_queueing(eq: EmbedQ, db, method: str, params, match: str) -> None:
+    classifier = name()
+    texts, labels = labelled(per_class=4, classes=2)
+    jobs = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    with pytest.raises(BadRequest, match=match) as caught:
+        eq.train_classifier(classifier, texts, labels, method=method, params=params)
+    assert caught.value.detail["field"] == "params"
+    assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == jobs
+    assert classifier not in [c["name"] for c in eq.classifiers()], "nothing is created for a refused request"
+
+
+def test_params_are_recorded_with_their_defaults(eq: EmbedQ, db) -> None:
+    classifier = name()
+    texts, labels = labelled(per_class=6, classes=3)
+    report = eq.train_classifier(classifier, texts, labels, method="mlp", params={"hidden_layer_sizes": [32]})
+    params = report.result(timeout=120)["params"]
+    assert params == {"hidden_layer_sizes": [32], "alpha": 0.01, "max_iter": 300, "seed": 0}
+    assert eq.classifier_versions(classifier)[0]["params"] == params
+    stored = db.execute("SELECT request->'params' FROM jobs WHERE id = %s", (report.id,)).fetchone()[0]
+    assert stored == {"hidden_layer_sizes": [32], "alpha": 0.01, "max_iter": 300}
+
+
+def test_a_plain_celery_client_trains_a_new_classifier(eq: EmbedQ, db, broker_url: str) -> None:
+    """Without our client nothing creates the classifier first: the version's transaction does."""
+    from celery import Celery
+
+    classifier = name()
+    texts, labels = labelled(per_class=4, classes=3)
+    app = Celery(broker=broker_url)
+    task_id = str(uuid.uuid4())
+    app.send_task(
+        "embedq.train_classifier",
+        kwargs={"request": {"name": classifier, "texts": texts, "labels": labels, "method": "knn"}},
+        task_id=task_id,
+    )
+    app.close()
+    helpers.wait_until(
+        lambda: db.execute("SELECT 1 FROM jobs WHERE id = %s AND status = 'succeeded'", (task_id,)).fetchone(),
+        what="the train_classifier job",
+    )
+    info = eq.classifier(classifier)
+    assert (info["model"], info["active_version"], info["method"]) == ("all-MiniLM-L6-v2", 1, "knn")
+
+
+@pytest.mark.parametrize(
+    ("task", "request_", "error", "match"),
+    [
+        ("embedq.classify", {"name": "no-such-classifier", "texts": ["hi"]}, "UnknownClassifier", "unknown classifier"),
+        (
+            "embedq.train_classifier",
+            {"name": "t", "texts": ["a", "b", "c", "d"], "labels": ["x", "y", "x", "y"], "params": {"gamma": 1}},
+            "BadRequest",
+            "params.gamma: not a parameter of logreg",
+        ),
+        (
+            "embedq.fine_tune",
+            {"model": "all-MiniLM-L6-v2", "pairs": [["a", "b"], ["c", "d"]], "params": {"epochs": 0}},
+            "BadRequest",
+            "params.epochs: Input should be greater than or equal to 1",
+        ),
+        (
+            "embedq.fine_tune",
+            {"model": "no-such-model", "pairs": [["a", "b"], ["c", "d"]]},
+            "UnknownModel",
+            "unknown model 'no-such-model'",
+        ),
+    ],
+)
+def test_a_plain_celery_message_is_refused_with_the_clients_error(
+    eq: EmbedQ, db, broker_url: str, task: str, request_: dict, error: str, match: str
+) -> None:
+    """The worker's inline path runs the same parser, with the catalog: a failed row, no run."""
+    from celery import Celery
+
+    app = Celery(broker=broker_url)
+    task_id = str(uuid.uuid4())
+    app.send_task(task, kwargs={"request": request_}, task_id=task_id)
+    app.close()
+    row = helpers.wait_until(
+        lambda: db.execute("SELECT status, error, attempts FROM jobs WHERE id = %s", (task_id,)).fetchone(),
+        what=f"the {task} job",
+    )
+    status, recorded, attempts = row
+    assert (status, recorded["type"], attempts) == ("failed", error, 0)
+    assert match in recorded["message"]
 
 
 def test_triage_gives_category_similar_tickets_and_duplicates(eq: EmbedQ) -> None:

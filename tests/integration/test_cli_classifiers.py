@@ -107,11 +107,15 @@ def test_a_bad_training_row_exits_2_naming_its_line(eq, cli, tmp_path: Path) -> 
     assert classifier not in [c["name"] for c in eq.classifiers()], "nothing is created for a refused file"
 
 
-def test_an_unknown_classifier_exits_2_with_its_message(eq, cli) -> None:
+def test_an_unknown_classifier_exits_2_before_queueing(eq, cli, db) -> None:
     missing = name()
-    status, _, err = cli("classify", missing, "my card is blocked")
-    assert status == 2
-    assert f"UnknownClassifier: unknown classifier '{missing}'" in err
+    jobs = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    status, out, err = cli("classify", missing, "my card is blocked")
+    assert (status, out) == (2, "")
+    assert f"UnknownClassifier: unknown classifier '{missing}'" in err and "job " not in err
+    status, out, err = cli("triage", missing, "--collection", "tickets", "my card is blocked", "--no-wait")
+    assert (status, out) == (2, "")
+    assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == jobs
     status, _, err = cli("classifier", missing)
     assert status == 2 and f"unknown classifier '{missing}'" in err
 

@@ -74,7 +74,11 @@ def test_the_page_shows_a_job_that_just_ran_and_the_fleet(eq, db, dashboard, tmp
     row = dom[dom.index(job.id) :].split("</tr>", 1)[0]
     assert 'class="status succeeded"' in row and "encode" in row and "3/3" in row and "torch" in row
     failed_row = dom[dom.index(failed_id) :].split("</tr>", 1)[0]
-    assert 'class="status failed"' in failed_row and "BadRequest" in failed_row and "texts: the list is empty" in failed_row
+    assert (
+        'class="status failed"' in failed_row
+        and "BadRequest" in failed_row
+        and "texts: the list is empty" in failed_row
+    )
     assert "embedq-test@" in dom and "interactive" in dom  # the session's worker in the fleet
     assert "all-MiniLM-L6-v2" in dom and "(serving)" in dom  # the model it loaded, serving torch
     screenshot = tmp_path / "dashboard.png"
@@ -92,5 +96,6 @@ def test_the_api_is_read_only_json(eq, db, dashboard) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 501  # nothing on it writes
+    refused.value.close()  # the error holds the response's socket
     with urllib.request.urlopen(dashboard.url + "healthz", timeout=30) as response:
         assert response.read() == b"ok\n"

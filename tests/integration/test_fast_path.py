@@ -11,12 +11,12 @@ import psycopg
 import pytest
 
 from api_client import EmbedQ, JobStatus
+from api_client.cache_keys import text_sha256
 from api_client.notify import Notifier, parse_notice
 from api_client.results import with_options
 from api_client.store import embeddings as embeddings_read
 from api_client.store import jobs as jobs_read
 from api_client.store.jobs import RESULT_CHANNEL
-from api_client.cache_keys import text_sha256
 from embedq.worker.store import embeddings as embeddings_store
 from embedq.worker.store import jobs as jobs_store
 from embedq.worker.store import models as models_store

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from api_client import EmbedQ
-from api_client.errors import BadRequest
+from api_client.errors import BadRequest, UnknownModel
 from tests import helpers
 
 
@@ -103,6 +103,11 @@ def test_cosent_with_matryoshka_dims(eq: EmbedQ) -> None:
         ({"loss": "triplet"}, "loss"),
         ({"matryoshka_dims": [64, 128]}, "largest first"),
         ({"name": "Bad Name"}, "not a valid name"),
+        ({"params": {"lr": 1e-5}}, r"params.lr: not a parameter of mnrl \(allowed: epochs, batch_size, "),
+        ({"params": {"epochs": 10**6}}, "params.epochs: Input should be less than or equal to 100"),
+        ({"params": {"batch_size": 1}}, "params.batch_size: mnrl needs batches of at least 2"),
+        ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+        ({"matryoshka_dims": [512, 256]}, "matryoshka_dims: 512 is over the model's dimension of 384"),
     ],
 )
 def test_bad_fine_tune_input_is_refused_before_queueing(eq: EmbedQ, db, change: dict, match: str) -> None:
@@ -110,4 +115,11 @@ def test_bad_fine_tune_input_is_refused_before_queueing(eq: EmbedQ, db, change: 
     jobs = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
     with pytest.raises(BadRequest, match=match):
         eq.fine_tune("all-MiniLM-L6-v2", request.pop("pairs"), **request)
+    assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == jobs
+
+
+def test_an_unknown_base_model_is_refused_before_queueing(eq: EmbedQ, db) -> None:
+    jobs = db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    with pytest.raises(UnknownModel, match="unknown model 'no-such-model'"):
+        eq.fine_tune("no-such-model", [["a", "b"], ["c", "d"]])
     assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == jobs

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from api_client.errors import BadRequest
-from api_client.schemas import Limits
-from api_client.schemas_classifiers import parse_fine_tune_request, parse_train_request
+from api_client.kinds.classifiers import TrainRequest
+from api_client.kinds.fine_tune import FineTuneRequest
+from api_client.requests import Limits
 from embedq.worker.cli import build_parser, main
 from embedq.worker.cli.classifier_files import (
     by_record_line,
@@ -77,7 +78,7 @@ def test_json_lines_are_read_for_a_jsonl_file(tmp_path: Path) -> None:
 def test_a_value_the_schema_refuses_is_named_by_its_file_line(tmp_path: Path) -> None:
     texts, labels, records = read_labelled(write(tmp_path / "d.csv", "text,label\na,x\nb,x\n\n  ,y\nd,y\n"))
     with pytest.raises(BadRequest) as caught:
-        parse_train_request({"name": "t", "texts": texts, "labels": labels}, Limits())
+        TrainRequest.parse({"name": "t", "texts": texts, "labels": labels}, Limits())
     error = by_record_line(caught.value, {"texts": records, "labels": records})
     assert error.message == f"{tmp_path / 'd.csv'} line 5 (text): the text is empty or only whitespace"
     assert error.detail["line"] == 5
@@ -120,7 +121,7 @@ def test_fine_tune_options_make_a_request_the_schema_accepts(tmp_path: Path) -> 
     assert request["params"] == {"epochs": 2, "learning_rate": 3e-5}
     assert request["eval_pairs"] == [["refund", "money back", 0.9], ["card", "weather", 0.1]]
     assert files["eval_pairs"].lines == [2, 3]
-    parsed = parse_fine_tune_request({"model": args.model, **request}, Limits())
+    parsed = FineTuneRequest.parse({"model": args.model, **request}, Limits())
     assert (parsed.name, parsed.matryoshka_dims, parsed.seed, parsed.loss) == ("support-minilm", [384, 256], 7, "mnrl")
     assert parsed.pairs == [["refund please", "money back"], ["card lost", "card missing"]]
 
@@ -142,7 +143,7 @@ def test_fine_tune_refuses_a_file_of_the_other_loss_and_a_bad_score(tmp_path: Pa
 def test_a_pair_the_schema_refuses_is_named_by_its_line(tmp_path: Path) -> None:
     pairs, records = read_pairs(write(tmp_path / "p.csv", "anchor,positive\na,b\n\nc, \n"), "mnrl")
     with pytest.raises(BadRequest) as caught:
-        parse_fine_tune_request({"model": "all-MiniLM-L6-v2", "pairs": pairs}, Limits())
+        FineTuneRequest.parse({"model": "all-MiniLM-L6-v2", "pairs": pairs}, Limits())
     assert by_record_line(caught.value, {"pairs": records}).message.startswith(f"{records.where} line 4: ")
 
 

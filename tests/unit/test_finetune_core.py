@@ -18,15 +18,15 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 
 from api_client.errors import BadRequest
+from api_client.kinds.training import fine_tune_params
 from embedq.cores.finetune import (
-    DEFAULTS,
     TrainingStopped,
     check_dims,
     check_eval_pairs,
     check_pairs,
-    check_params,
     evaluate,
     fine_tune,
+    fingerprint,
 )
 from embedq.cores.finetune_eval import evaluate_dims
 from tests.helpers import banking_labelled
@@ -132,7 +132,7 @@ def test_the_summary_reports_the_run_as_plain_json(mnrl_run: dict[str, Any]) -> 
     json.dumps(result, allow_nan=False)
     assert result["loss"] == "mnrl"
     assert result["steps"] == 5 and result["epochs"] == 1.0 and result["train_pairs"] == 40
-    assert result["params"] == {**DEFAULTS, "batch_size": 8, "seed": 0}
+    assert result["params"] == {**fine_tune_params("mnrl", None), "batch_size": 8, "seed": 0}
     assert result["dimension"] == 384
     assert result["seconds"] >= result["train_seconds"] > 0
     assert set(result["before"]) == set(result["after"]) == {"accuracy@1", "mrr@10"}
@@ -163,7 +163,8 @@ def test_on_step_counts_up_to_the_total(mnrl_run: dict[str, Any]) -> None:
 
 def test_cosent_training_ranks_its_pairs_better(cosent_run: dict[str, Any]) -> None:
     result = cosent_run["result"]
-    assert result["loss"] == "cosent" and result["params"] == {**DEFAULTS, **cosent_run["params"], "seed": 7}
+    expected = {**fine_tune_params("cosent", None), **cosent_run["params"], "seed": 7}
+    assert result["loss"] == "cosent" and result["params"] == expected
     assert result["after"]["spearman"] > result["before"]["spearman"] + 0.02
 
 
@@ -313,6 +314,8 @@ def test_eval_pairs_take_their_shape_from_the_first_item() -> None:
     [
         ({"epochs": 0}, "epochs"),
         ({"epochs": 1.5}, "epochs"),
+        ({"epochs": 2.0}, "epochs"),  # strict: a float is no integer
+        ({"epochs": 1000}, "epochs"),
         ({"batch_size": True}, "batch_size"),
         ({"learning_rate": 0}, "learning_rate"),
         ({"learning_rate": math.nan}, "learning_rate"),
@@ -322,16 +325,27 @@ def test_eval_pairs_take_their_shape_from_the_first_item() -> None:
     ],
 )
 def test_bad_params_are_refused_naming_the_key(params: dict, key: str) -> None:
-    with pytest.raises(BadRequest) as info:
-        check_params(params, "cosent")
+    with pytest.raises(BadRequest, match=rf"^params\.{key}: ") as info:
+        fine_tune_params("cosent", params)
     assert info.value.detail == {"field": "params", "key": key}
 
 
 def test_params_fill_in_the_defaults_and_mnrl_needs_batches_of_two() -> None:
-    assert check_params({"epochs": 2.0, "warmup_ratio": 0}, "mnrl") == {**DEFAULTS, "epochs": 2, "warmup_ratio": 0.0}
-    assert check_params({"batch_size": 1}, "cosent")["batch_size"] == 1
+    defaults = {"epochs": 1, "batch_size": 32, "learning_rate": 2e-5, "warmup_ratio": 0.1}
+    assert fine_tune_params("mnrl", {"epochs": 2, "warmup_ratio": 0}) == {**defaults, "epochs": 2, "warmup_ratio": 0.0}
+    assert fine_tune_params("cosent", None) == defaults
+    assert fine_tune_params("cosent", {"batch_size": 1})["batch_size"] == 1
     with pytest.raises(BadRequest, match="at least 2"):
-        check_params({"batch_size": 1}, "mnrl")
+        fine_tune_params("mnrl", {"batch_size": 1})
+    with pytest.raises(BadRequest, match="pass the seed as its own argument"):
+        fine_tune_params("mnrl", {"seed": 3})
+
+
+def test_the_pairs_fingerprint_ignores_order_and_sees_every_pair() -> None:
+    pairs = [["a", "b"], ["c", "d"], ["c", "d"]]
+    assert fingerprint(pairs[::-1]) == fingerprint(pairs) == fingerprint([tuple(pair) for pair in pairs])
+    assert fingerprint(pairs[:2]) != fingerprint(pairs)  # a duplicate counts
+    assert fingerprint([["a", "b c"]]) != fingerprint([["a b", "c"]])
 
 
 @pytest.mark.parametrize("dims", [[], [128, 256], [256, 256], [256, 0], [256, 64.0], "384", [True]])

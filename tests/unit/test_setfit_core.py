@@ -118,7 +118,7 @@ def test_a_stop_request_raises_between_steps_and_writes_nothing(tmp_path: Path, 
 
 
 def test_train_setfit_refuses_what_it_cannot_train(tmp_path: Path) -> None:
-    with pytest.raises(BadRequest, match="setfit needs 2 examples of each label"):
+    with pytest.raises(BadRequest, match="'setfit' needs at least 2 examples of each class"):
         train_setfit(MODEL, TEXTS[:5], LABELS[:5], out_dir=tmp_path / "a")
     with pytest.raises(BadRequest, match="params.epochs: not a parameter of setfit"):
         train_setfit(MODEL, TEXTS, LABELS, out_dir=tmp_path / "a", params={"epochs": 2})

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from api_client.errors import BadRequest
+from api_client.kinds.classifiers import METHODS
 from api_client.schemas import DEFAULT_MODEL
-from api_client.schemas_classifiers import METHODS
 from embedq.worker.cli import classifier_views as views
 from embedq.worker.cli.classifier_files import by_record_line, parse_params, read_label_descriptions, read_labelled
 from embedq.worker.cli.collections import _print_json

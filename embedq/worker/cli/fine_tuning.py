@@ -11,7 +11,7 @@ import argparse
 from typing import Any
 
 from api_client.errors import BadRequest
-from api_client.schemas_classifiers import LOSSES
+from api_client.kinds.fine_tune import LOSSES
 from embedq.worker.cli import classifier_views as views
 from embedq.worker.cli.classifier_files import Records, by_record_line, pairs_format, read_pairs
 from embedq.worker.cli.collections import _print_json

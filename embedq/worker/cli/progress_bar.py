@@ -17,7 +17,8 @@ def wait_with_progress(job: Any, *, timeout: float | None, show: bool, stream: T
         job.wait(timeout)
         return
     start = time.monotonic()
-    with tqdm(total=0, unit="item", file=stream, dynamic_ncols=True, leave=True) as bar:
+    # disable=False: asked for on the command line, the bar shows even where TQDM_DISABLE quiets libraries' bars
+    with tqdm(total=0, unit="item", file=stream, dynamic_ncols=True, leave=True, disable=False) as bar:
         while True:
             remaining = None if timeout is None else timeout - (time.monotonic() - start)
             if remaining is not None and remaining <= 0:

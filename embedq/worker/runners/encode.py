@@ -15,10 +15,10 @@ import base64
 import numpy as np
 import psycopg
 
+from api_client.cache_keys import text_sha256
 from api_client.kinds.encode import EncodeRequest
 from api_client.store import embeddings as embeddings_read
 from api_client.store import models as models_read
-from api_client.cache_keys import text_sha256
 from embedq.cores import calibration
 from embedq.cores.models import LoadedModel
 from embedq.worker.cache import Lookup, Pending, encode_missing, flush

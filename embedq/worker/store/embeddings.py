@@ -1,5 +1,5 @@
 """Writing the embedding cache (read by ``api_client.store.embeddings``); encode outputs are written with
-the job's final state (``embedq.worker.store.jobs.finish_encode_job``)."""
+the job's final state (``embedq.worker.store.jobs.write_encode_outputs``)."""
 
 from __future__ import annotations
 

@@ -211,6 +211,19 @@ ON CONFLICT DO NOTHING
 """
 
 
+def chunk_summaries_to_merge(*, conn: psycopg.Connection, parent_id: str) -> list[dict[str, Any]] | None:
+    """The chunks' summaries in chunk order, once the trigger has marked their parent succeeded without one."""
+    row = conn.execute("SELECT status, result FROM jobs WHERE id = %s", (parent_id,)).fetchone()
+    if row is None or row[0] != JobStatus.SUCCEEDED or row[1] is not None:
+        return None
+    rows = conn.execute("SELECT result FROM jobs WHERE parent_id = %s ORDER BY chunk_index", (parent_id,)).fetchall()
+    return [result for (result,) in rows]
+
+
+def set_parent_summary(*, conn: psycopg.Connection, parent_id: str, result: dict[str, Any]) -> None:
+    conn.execute("UPDATE jobs SET result = %s WHERE id = %s", (Jsonb(result), parent_id))
+
+
 def write_encode_outputs(
     *,
     conn: psycopg.Connection,
