@@ -146,7 +146,8 @@ def test_up_with_given_servers_and_rabbitmq(tmp_path: Path, isolated_database: s
     up = start_up(data_dir, tmp_path / "up.log", EMBEDQ_BROKER_URL=amqp_url, EMBEDQ_DATABASE_URL=isolated_database)
     values = serve_one_client_then_stop(up, data_dir, tmp_path / "up.log")
     assert values["EMBEDQ_BROKER_URL"] == amqp_url and values["EMBEDQ_DATABASE_URL"] == isolated_database
-    assert values["EMBEDQ_RESULT_BACKEND"] == "db+" + isolated_database.replace("postgresql://", "postgresql+psycopg://", 1)
+    result_backend = "db+" + isolated_database.replace("postgresql://", "postgresql+psycopg://", 1)
+    assert values["EMBEDQ_RESULT_BACKEND"] == result_backend
     assert not (data_dir / "pg").exists() and not (data_dir / "valkey").exists()
 
 
