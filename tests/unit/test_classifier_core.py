@@ -85,7 +85,8 @@ def test_logreg_scores_are_predict_proba(data, two_labels: bool) -> None:
     head = fit_head("logreg", x, y, seed=0)
     direct = LogisticRegression(C=DEFAULTS["logreg"]["C"], max_iter=1000, random_state=0).fit(x, y)
     assert head.labels == list(direct.classes_)
-    np.testing.assert_allclose(head.scores(x_new), direct.predict_proba(x_new), rtol=1e-6, atol=1e-9)
+    # Two lbfgs fits of the same data agree to about 1e-6 relative, not always bit for bit (seen in a full run).
+    np.testing.assert_allclose(head.scores(x_new), direct.predict_proba(x_new), rtol=1e-5, atol=1e-8)
     assert head.config["converged"] is True
 
 
