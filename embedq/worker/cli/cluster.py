@@ -42,7 +42,7 @@ def write_clusters(clusters: list[list[int]], texts: list[str], *, as_json: bool
     if not clusters:
         print("# no cluster: no text has enough close neighbours (lower --threshold or --min-size)", file=sys.stderr)
     for number, cluster in enumerate(clusters, start=1):
-        sys.stdout.write(f"# cluster {number}: {len(cluster)} texts\n")
+        sys.stdout.write(f"# cluster {number}: {len(cluster)} text{'' if len(cluster) == 1 else 's'}\n")
         for i in cluster:
             sys.stdout.write(f"{i + 1}\t{texts[i].replace(chr(9), ' ').replace(chr(13), ' ')}\n")
 
