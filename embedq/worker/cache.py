@@ -14,13 +14,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import psycopg
-from billiard.exceptions import SoftTimeLimitExceeded
 
 from api_client.cache_keys import text_sha256
 from api_client.settings import Settings
 from api_client.store import embeddings as embeddings_read
 from embedq.cores.encode import TokenStats, iter_encode
 from embedq.cores.models import LoadedModel
+from embedq.worker.errors import time_limit
 from embedq.worker.lease import Progress
 from embedq.worker.runtime import Runtime
 from embedq.worker.store import embeddings as embeddings_store
@@ -116,8 +116,9 @@ def encode_missing(
             if len(pending.keys) >= rt.settings.flush_every:
                 flush(rt, pending)
             on_batch(batch_keys)
-    except SoftTimeLimitExceeded:
-        flush(rt, pending)
+    except Exception as exc:
+        if time_limit(exc) is not None:  # keep what was encoded: the retry resumes after it
+            flush(rt, pending)
         raise
     return stats
 

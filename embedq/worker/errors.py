@@ -17,11 +17,24 @@ from api_client.errors import (
 from embedq.cores.memory import is_out_of_memory
 
 
+def time_limit(exc: BaseException) -> SoftTimeLimitExceeded | None:
+    """The soft time limit behind ``exc``: ``exc`` itself, or one that a library caught and raised again as
+    another exception (transformers turns one that lands in its tensor conversion into a ``ValueError``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, SoftTimeLimitExceeded):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def to_error(exc: BaseException) -> EmbedQError:
     """The embedq error that ``exc`` stands for."""
     if isinstance(exc, EmbedQError):
         return exc
-    if isinstance(exc, SoftTimeLimitExceeded):
+    if time_limit(exc) is not None:
         return TimeLimitExceeded("the job ran past its soft time limit (EMBEDQ_SOFT_TIME_LIMIT)")
     if isinstance(exc, psycopg.OperationalError | psycopg.errors.ConnectionTimeout):
         return DatabaseUnavailable(f"PostgreSQL: {exc}".strip())

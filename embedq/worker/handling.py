@@ -20,7 +20,6 @@ import os
 import uuid
 from typing import Any
 
-from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task, states
 from celery.backends.base import DisabledBackend
 
@@ -36,7 +35,7 @@ from api_client.store import jobs as jobs_read
 from api_client.store.catalog import StoreCatalog
 from api_client.store.jobs import Created
 from embedq.worker.deadline import time_limits
-from embedq.worker.errors import to_error
+from embedq.worker.errors import time_limit, to_error
 from embedq.worker.finishing import finish
 from embedq.worker.layout import current
 from embedq.worker.lease import JobStopped
@@ -241,7 +240,7 @@ def _run(task: Task, rt: Runtime, claim: Claim, spec: Kind) -> None:
     except Exception as exc:
         error = to_error(exc)
         progress = rt.current_progress
-        if isinstance(exc, SoftTimeLimitExceeded) and progress is not None and progress.advanced:
+        if time_limit(exc) is not None and progress is not None and progress.advanced:
             error = TimeLimitRetried(
                 f"the task ran past its soft time limit after {progress.done:,} of {progress.total:,} items; "
                 "retried, resuming from the cache"
@@ -285,7 +284,7 @@ def _fail_or_release(task: Task, rt: Runtime, claim: Claim, error: EmbedQError, 
             claim.attempt,
             type(error).__name__,
             error.message,
-            exc_info=not isinstance(exc, EmbedQError | SoftTimeLimitExceeded),
+            exc_info=not isinstance(exc, EmbedQError) and time_limit(exc) is None,
         )
     try:
         if rt.conn.info.transaction_status != 0:  # a statement broke mid-transaction

@@ -39,3 +39,28 @@ def test_unknown_type_from_a_newer_release_keeps_its_message_and_flag() -> None:
 
 def test_job_timeout_is_a_timeout_error() -> None:
     assert issubclass(errors.JobTimeout, TimeoutError)
+
+
+def test_a_soft_time_limit_that_a_library_raised_again_is_still_a_time_limit() -> None:
+    """transformers turns an exception landing in its tensor conversion into a ValueError "from" it."""
+    from billiard.exceptions import SoftTimeLimitExceeded
+
+    from embedq.worker.errors import time_limit, to_error
+
+    def wrapped(*, explicit: bool) -> BaseException:
+        try:
+            try:
+                raise SoftTimeLimitExceeded()
+            except Exception as exc:
+                if explicit:
+                    raise ValueError("Unable to create tensor") from exc
+                raise ValueError("Unable to create tensor")  # noqa: B904 (the implicit chain, as some libraries leave it)
+        except ValueError as outer:
+            return outer
+
+    for explicit in (True, False):
+        exc = wrapped(explicit=explicit)
+        assert isinstance(time_limit(exc), SoftTimeLimitExceeded)
+        assert isinstance(to_error(exc), errors.TimeLimitExceeded)
+    plain = ValueError("Unable to create tensor")
+    assert time_limit(plain) is None and isinstance(to_error(plain), errors.InternalError)
