@@ -72,6 +72,12 @@ def _feeds(folder: Path, texts: list[str]) -> list[dict[str, np.ndarray]]:
     return feeds
 
 
+def onnx_export(root: Path, threads: int) -> tuple[Any, Path]:
+    """The served ONNX export under ``root`` as its own SentenceTransformer, and the folder holding ``onnx/``."""
+    model = exported_backend("onnx", root, threads)
+    return model, next(root.rglob("onnx/model.onnx")).parent.parent
+
+
 def openvino_int8(root: Path, threads: int, nncf_path: str | None) -> Any:
     if nncf_path:
         sys.path.append(nncf_path)
@@ -80,8 +86,7 @@ def openvino_int8(root: Path, threads: int, nncf_path: str | None) -> Any:
 
     from embedq.cores import openvino as ov
 
-    model = exported_backend("onnx", root, threads)  # the served ONNX export, as its own SentenceTransformer
-    onnx_folder = next(root.rglob("onnx/model.onnx")).parent.parent
+    model, onnx_folder = onnx_export(root, threads)
     source = openvino.Core().read_model(str(onnx_folder / "onnx" / "model.onnx"))
     inputs = {port.get_any_name() for port in source.inputs}
     feeds = [{k: v for k, v in feed.items() if k in inputs} for feed in _feeds(onnx_folder, calibration_texts())]
@@ -101,8 +106,7 @@ def onnx_int8_static(root: Path, threads: int) -> Any:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from sentence_transformers import SentenceTransformer
 
-    exported_backend("onnx", root, threads)
-    folder = next(root.rglob("onnx/model.onnx")).parent.parent
+    folder = onnx_export(root, threads)[1]
     graph = onnx.load(str(folder / "onnx" / "model.onnx")).graph
     linear = [
         n.name

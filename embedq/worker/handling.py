@@ -26,7 +26,15 @@ from celery.backends.base import DisabledBackend
 from api_client import submit
 from api_client.backoff import compute_backoff
 from api_client.celery_conf import DEFAULT_QUEUE
-from api_client.errors import BadRequest, EmbedQError, PermanentError, RetriableError, TimeLimitRetried, WrongKind
+from api_client.errors import (
+    BadRequest,
+    EmbedQError,
+    PermanentError,
+    RetriableError,
+    TimeLimitExceeded,
+    TimeLimitRetried,
+    WrongKind,
+)
 from api_client.jsonsafe import json_safe
 from api_client.kinds import KINDS, Kind
 from api_client.requests import Context, Limits
@@ -35,7 +43,7 @@ from api_client.store import jobs as jobs_read
 from api_client.store.catalog import StoreCatalog
 from api_client.store.jobs import Created
 from embedq.worker.deadline import time_limits
-from embedq.worker.errors import time_limit, to_error
+from embedq.worker.errors import to_error
 from embedq.worker.finishing import finish
 from embedq.worker.layout import current
 from embedq.worker.lease import JobStopped
@@ -240,7 +248,7 @@ def _run(task: Task, rt: Runtime, claim: Claim, spec: Kind) -> None:
     except Exception as exc:
         error = to_error(exc)
         progress = rt.current_progress
-        if time_limit(exc) is not None and progress is not None and progress.advanced:
+        if isinstance(error, TimeLimitExceeded) and progress is not None and progress.advanced:
             error = TimeLimitRetried(
                 f"the task ran past its soft time limit after {progress.done:,} of {progress.total:,} items; "
                 "retried, resuming from the cache"
@@ -284,7 +292,7 @@ def _fail_or_release(task: Task, rt: Runtime, claim: Claim, error: EmbedQError, 
             claim.attempt,
             type(error).__name__,
             error.message,
-            exc_info=not isinstance(exc, EmbedQError) and time_limit(exc) is None,
+            exc_info=not isinstance(exc, EmbedQError) and not isinstance(error, TimeLimitExceeded | TimeLimitRetried),
         )
     try:
         if rt.conn.info.transaction_status != 0:  # a statement broke mid-transaction
