@@ -16,7 +16,7 @@ import warnings
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
+from celery.signals import after_setup_logger, celeryd_after_setup, worker_process_init, worker_process_shutdown
 
 from api_client.celery_conf import celery_config
 from api_client.settings import get_settings
@@ -81,3 +81,13 @@ def _logging(logger: logging.Logger, **_: Any) -> None:
 
 
 after_setup_logger.connect(_logging, weak=False)
+
+
+def _warnings(**_: Any) -> None:
+    """Celery set its own warning filters after its logging signals: ours go back in front."""
+    from embedq.worker import logs
+
+    logs.quiet_warnings()
+
+
+celeryd_after_setup.connect(_warnings, weak=False)

