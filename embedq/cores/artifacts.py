@@ -50,6 +50,22 @@ def _files(root: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
+def _header(rel: str, size: int) -> bytes:
+    return rel.encode() + b"\x00" + str(size).encode() + b"\x00"
+
+
+def _read_into(path: Path, *digests: Any) -> None:
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            for digest in digests:
+                digest.update(chunk)
+
+
+def _hashed(rel: str) -> bool:
+    """Whether ``rel`` counts towards a folder's sha256 (caches and VCS folders do not)."""
+    return not set(rel.split("/")[:-1]) & _SKIP_DIRS
+
+
 def folder_sha256(root: Path) -> str:
     """sha256 (hex) over the folder's files; memoized per process by path, size and mtime."""
     files = _files(root)
@@ -58,10 +74,8 @@ def folder_sha256(root: Path) -> str:
     if key not in _memo:
         digest = hashlib.sha256()
         for rel, path in files:
-            digest.update(rel.encode() + b"\x00" + str(path.stat().st_size).encode() + b"\x00")
-            with path.open("rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    digest.update(chunk)
+            digest.update(_header(rel, path.stat().st_size))
+            _read_into(path, digest)
         _memo[key] = digest.hexdigest()
     return _memo[key]
 
@@ -95,9 +109,7 @@ def _slug_path(root: Path, kind: str, name: str) -> Path:
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+    _read_into(path, digest)
     return digest.hexdigest()
 
 
@@ -194,27 +206,61 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def verify_artifact(path: Path) -> dict[str, Any]:
+def confined(root: Path, path: Path | str) -> Path:
+    """``path`` resolved, refused unless it lies under the resolved ``root`` (database rows name artifact folders;
+    a row or a link pointing elsewhere must never be loaded).
+
+    Raises:
+        ArtifactCorrupt: the path (after following links) leaves ``root``.
+    """
+    base = root.resolve()
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(base) or resolved == base:
+        raise ArtifactCorrupt(
+            f"artifact path {path} lies outside the artifact root {base}; it is not loaded",
+            detail={"path": str(path), "root": str(base)},
+        )
+    return resolved
+
+
+def verify_artifact(path: Path, *, sha256: str | None = None) -> dict[str, Any]:
     """Check every file of a version folder against its manifest and return the manifest.
+
+    With ``sha256``, the folder must also hash (``folder_sha256``) to that value, the one recorded
+    in PostgreSQL when the version was published: a file rewritten together with its manifest is
+    refused too. Callers loading a folder a database row names check it with ``confined`` first.
 
     Raises:
         ArtifactCorrupt: the manifest is unreadable or names another folder, a listed file is missing
-            or its sha256 differs, or a file (or link) the manifest does not list is present;
-            ``detail["file"]`` names the file.
+            or its sha256 differs, a file (or link) the manifest does not list is present, the folder
+            does not hash to ``sha256``; ``detail["file"]`` names the file.
     """
     manifest = _read_manifest(path)
     present, odd = _tree(path)
     if odd:
         raise _corrupt(path, odd[0], "is not a plain file")
-    for rel, digest in manifest["files"].items():
-        file = present.get(rel)
-        if file is None:
-            raise _corrupt(path, rel, "is missing")
-        if _sha256(file) != digest:
-            raise _corrupt(path, rel, "does not match its sha256")
+    missing = sorted(set(manifest["files"]) - set(present))
+    if missing:
+        raise _corrupt(path, missing[0], "is missing")
     extra = sorted(set(present) - set(manifest["files"]) - {MANIFEST})
     if extra:
         raise _corrupt(path, extra[0], "is not listed in the manifest")
+    folder = hashlib.sha256()
+    for rel, file in present.items():
+        each = hashlib.sha256()
+        if _hashed(rel):
+            folder.update(_header(rel, file.stat().st_size))
+            _read_into(file, each, folder)
+        else:
+            _read_into(file, each)
+        if rel != MANIFEST and each.hexdigest() != manifest["files"][rel]:
+            raise _corrupt(path, rel, "does not match its sha256")
+    if sha256 is not None and folder.hexdigest() != sha256:
+        raise ArtifactCorrupt(
+            f"artifact {path} does not match the sha256 recorded when it was published "
+            f"({folder.hexdigest()[:12]}, recorded {sha256[:12]}): its files were replaced; it is not loaded",
+            detail={"path": str(path), "sha256": folder.hexdigest(), "recorded": sha256},
+        )
     return manifest
 
 

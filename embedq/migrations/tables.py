@@ -206,6 +206,7 @@ index_versions = sa.Table(
     sa.Column("count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("max_seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("artifact_path", sa.Text),
+    sa.Column("sha256", sa.Text),
     sa.Column("metrics", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("job_id", UUID(as_uuid=True)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),

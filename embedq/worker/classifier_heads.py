@@ -3,8 +3,9 @@
 A version is loaded once per (classifier, version, artifact sha256) and reused
 until evicted; ``classify`` looks the version up on every job, so a promoted
 version is used from the next job on, without a restart. A head is read from
-its artifact's ``head.json`` and ``head.npz`` after the whole folder was checked
-against its manifest (``verify_artifact``); nothing is ever unpickled.
+its artifact's ``head.json`` and ``head.npz`` after the folder was found under the
+artifact root, every file matched its manifest and the folder the sha256 recorded
+with the version when it was trained (``verify_artifact``); nothing is ever unpickled.
 A zero-shot version's head is built from its label descriptions, embedded
 through the cache (``embedq.cores.classifiers.anchor_head``). ``classify``,
 shared by the classify and triage runners, answers a request with the version
@@ -23,7 +24,7 @@ from api_client.kinds.classifiers import ClassifyRequest
 from api_client.store import classifiers as classifiers_read
 from api_client.store.classifiers import ANCHORS, Version
 from embedq.cores import classifiers as core
-from embedq.cores.artifacts import verify_artifact
+from embedq.cores.artifacts import confined, verify_artifact
 from embedq.cores.models import LoadedModel
 from embedq.worker.embedding import embed
 from embedq.worker.runtime import Runtime, record_model
@@ -89,8 +90,8 @@ def _load(rt: Runtime, version: Version) -> Loaded:
         described = [(text, label) for label in version.labels for text in descriptions[label]]
         vectors, _ = embed(rt, model, model_id, [text for text, _ in described], batch_size=32, progress=None)
         return Loaded(core.anchor_head(vectors, [label for _, label in described]), model, model_id)
-    path = Path(version.artifact_path or "")
-    verify_artifact(path)
+    path = confined(rt.settings.artifacts, version.artifact_path or "")
+    verify_artifact(path, sha256=version.sha256)
     model, model_id = encoder(rt, version)
     return Loaded(core.load_head(path), model, model_id)
 

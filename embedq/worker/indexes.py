@@ -34,7 +34,7 @@ import psycopg
 from api_client.errors import RetriableError
 from api_client.postprocess import truncate_and_normalize
 from embedq.cores import index as index_core
-from embedq.cores.artifacts import remove_stale_temps, verify_artifact, write_artifact
+from embedq.cores.artifacts import confined, folder_sha256, remove_stale_temps, verify_artifact, write_artifact
 from embedq.worker.store import collections as collections_store
 from embedq.worker.store.collections import Collection, Snapshot, StillMissing
 
@@ -61,6 +61,8 @@ class Built:
     path: Path
     params: dict[str, Any]
     snapshot: Snapshot
+    sha256: str
+    """The folder's sha256 (``folder_sha256``), recorded with the version: loading compares it."""
     vectors: np.ndarray
     """The snapshot's vectors as indexed (normalized where the collection is)."""
     index: Any
@@ -133,7 +135,7 @@ def build(
         "job_id": claim.output_id,
     }
     path = write_artifact(root, "index", collection.name, str(version), files, meta)
-    return Built(index_id, version, model_id, path, used, snapshot, matrix, index)
+    return Built(index_id, version, model_id, path, used, snapshot, folder_sha256(path), matrix, index)
 
 
 def _snapshot(rt: Runtime, collection: Collection, model_id: int, embed_missing: Callable[[], int] | None) -> Snapshot:
@@ -193,6 +195,7 @@ def activate(
         collection_id=locked.id,
         index_id=built.index_id,
         path=str(built.path),
+        sha256=built.sha256,
         params=built.params,
         count=built.count,
         max_seq=built.snapshot.max_seq,
@@ -215,9 +218,11 @@ class LoadedIndex:
     params: dict[str, Any]
 
 
-def read_index(index_id: int, path: Path, params: dict[str, Any]) -> LoadedIndex:
-    """Load an index artifact after checking every file against its manifest (``ArtifactCorrupt`` if not)."""
-    verify_artifact(path)
+def read_index(index_id: int, path: Path, params: dict[str, Any], sha256: str | None, root: Path) -> LoadedIndex:
+    """Load an index artifact after checking that it lies under ``root``, that every file matches its manifest and
+    that the folder hashes to ``sha256``, recorded when it was published (``ArtifactCorrupt`` if not)."""
+    path = confined(root, path)
+    verify_artifact(path, sha256=sha256)
     ids = json.loads((path / "ids.json").read_text())
     seqs = np.load(path / "seqs.npy", allow_pickle=False)
     return LoadedIndex(index_id, index_core.load_index(path / "index.faiss"), ids, seqs, params)
@@ -226,8 +231,9 @@ def read_index(index_id: int, path: Path, params: dict[str, Any]) -> LoadedIndex
 class IndexCache:
     """The index versions this process searched last, at most ``size``."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, root: Path) -> None:
         self.size = size
+        self.root = root
         self._loaded: OrderedDict[int, LoadedIndex] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -238,7 +244,13 @@ class IndexCache:
         with self._lock:
             loaded = self._loaded.get(collection.index_id)
             if loaded is None:
-                loaded = read_index(collection.index_id, Path(collection.index_path), collection.index_params)
+                loaded = read_index(
+                    collection.index_id,
+                    Path(collection.index_path),
+                    collection.index_params,
+                    collection.index_sha256,
+                    self.root,
+                )
                 self._loaded[collection.index_id] = loaded
                 while len(self._loaded) > self.size:
                     self._loaded.popitem(last=False)

@@ -25,6 +25,7 @@ from api_client.errors import ArtifactCorrupt, ModelMismatch, UnknownModel
 from api_client.settings import Settings, get_settings
 from api_client.store import models as models_read
 from api_client.store.models import ModelRow
+from embedq.cores.artifacts import verify_artifact
 from embedq.cores.models import LoadedModel, ModelRegistry, resolve_path
 from embedq.worker.backends import Backends, Choice, Target
 from embedq.worker.db import reopen
@@ -79,7 +80,7 @@ class Runtime:
         from embedq.worker.indexes import IndexCache
 
         configure(threads=None if self.hardware == "gpu" else self.threads)
-        return IndexCache(self.settings.index_cache)
+        return IndexCache(self.settings.index_cache, self.settings.artifacts)
 
     @cached_property
     def cross_encoders(self) -> CrossEncoders:
@@ -154,6 +155,8 @@ class Runtime:
         path = resolve_path(name, registered.artifact_path if registered is not None else None)
         source = "registered" if registered is not None else "bundled"
         target = Target(name, path, source, self.registry.sha256(path), "torch")
+        if registered is not None:
+            self._check_published(registered, target)
         choice = self.backends.choose(self.conn, target, wanted)
         loaded = self._load(target, choice)
         row = record_model(
@@ -168,6 +171,21 @@ class Runtime:
         self._rows[(name, wanted)] = (time.monotonic(), target, choice, row.id)
         self.job_backends.add(loaded.backend)
         return loaded, row.id
+
+    def _check_published(self, registered: ModelRow, target: Target) -> None:
+        """A model embedq published itself (a fine-tune, under the artifact root) is served only as the files it
+        registered: its folder must still match its manifest and hash to the registered sha256. A folder a user
+        registered elsewhere is theirs to change; a change makes a new version."""
+        root = self.settings.artifacts.resolve()
+        if not target.source.resolve().is_relative_to(root):
+            return
+        verify_artifact(target.source.resolve().parent)
+        if target.sha256 != registered.sha256:
+            raise ArtifactCorrupt(
+                f"model {target.name!r} at {target.source} does not match the sha256 recorded when it was published "
+                f"({target.sha256[:12]}, recorded {registered.sha256[:12]}): its files were replaced; it is not loaded",
+                detail={"model": target.name, "path": str(target.source), "recorded": registered.sha256},
+            )
 
     def _load(self, target: Target, choice: Choice) -> LoadedModel:
         """Load ``choice`` (its first load timed in the metrics); files that fail their manifest are rebuilt while

@@ -359,7 +359,10 @@ def test_an_overtaken_build_never_replaces_a_newer_active_version(eq: EmbedQ, db
     empty = Snapshot([], np.zeros(0, dtype=np.int64), np.zeros((0, 384), dtype=np.float32), 0)
 
     def built(index_id: int, version: int, model_id: int) -> Built:
-        return Built(index_id, version, model_id, Path(first[1]), {"kind": "flat"}, empty, empty.vectors, None)
+        path = Path(first[1])
+        return Built(
+            index_id, version, model_id, path, {"kind": "flat"}, empty, folder_sha256(path), empty.vectors, None
+        )
 
     overtaken = "index version 2 of .* became active while version 1 was built"
     with pytest.raises(RetriableError, match=overtaken), db.transaction():

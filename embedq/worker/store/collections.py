@@ -33,13 +33,16 @@ class Collection:
     index_max_seq: int
     index_params: dict[str, Any]
     index_version: int | None = None
+    index_sha256: str | None = None
+    """The active version's folder sha256, recorded when it was published (``None`` for versions built before
+    migration 0010)."""
 
 
 def get_collection(*, conn: psycopg.Connection, name: str, lock: str = "") -> Collection:
     """The collection ``name`` (``UnknownCollection`` if there is none); ``lock`` e.g. ``FOR SHARE OF c``."""
     row = conn.execute(
         "SELECT c.id, c.name, c.model, c.model_id, c.normalize, i.id, i.artifact_path, coalesce(i.max_seq, 0), "
-        "coalesce(i.params, '{}'::jsonb), i.version "
+        "coalesce(i.params, '{}'::jsonb), i.version, i.sha256 "
         f"FROM collections c LEFT JOIN index_versions i ON i.id = c.active_index_id WHERE c.name = %s {lock}",
         (name,),
     ).fetchone()
@@ -236,6 +239,7 @@ def activate_index(
     collection_id: int,
     index_id: int,
     path: str,
+    sha256: str,
     params: dict[str, Any],
     count: int,
     max_seq: int,
@@ -248,9 +252,9 @@ def activate_index(
     documents move to that model version in the same transaction.
     """
     conn.execute(
-        "UPDATE index_versions SET status = 'ready', kind = coalesce(%s, kind), artifact_path = %s, params = %s, "
-        "count = %s, max_seq = %s, metrics = %s WHERE id = %s",
-        (params.get("kind"), path, Jsonb(params), count, max_seq, Jsonb(metrics), index_id),
+        "UPDATE index_versions SET status = 'ready', kind = coalesce(%s, kind), artifact_path = %s, sha256 = %s, "
+        "params = %s, count = %s, max_seq = %s, metrics = %s WHERE id = %s",
+        (params.get("kind"), path, sha256, Jsonb(params), count, max_seq, Jsonb(metrics), index_id),
     )
     if model is not None:
         conn.execute(
