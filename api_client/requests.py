@@ -39,6 +39,8 @@ class Limits:
     max_pairs: int = 1_000_000
     max_queries: int = 1000
     max_k: int = 1000
+    max_request_chars: int = 50_000_000
+    """Characters in all the strings of one request (texts, documents, pairs, metadata, keys) together."""
 
     @classmethod
     def of(cls, settings: Any) -> Limits:
@@ -50,6 +52,7 @@ class Limits:
             settings.max_pairs,
             settings.max_queries,
             settings.max_k,
+            settings.max_request_chars,
         )
 
 
@@ -102,6 +105,42 @@ def option_error(exc: ValidationError, request_model: type[BaseModel]) -> BadReq
     return BadRequest(f"{where}: {first['msg']} (got {got})", detail={"field": where})
 
 
+MAX_DEPTH = 32
+"""Levels of nested objects and lists in one request (metadata included)."""
+
+
+def check_size(raw: Any, limits: Limits) -> None:
+    """Refuse a request whose strings together exceed ``max_request_chars`` or that nests deeper than
+    ``MAX_DEPTH``, before any field is validated (walked without recursion, so no depth can exhaust the stack)."""
+    total = 0
+    stack: list[tuple[Any, int]] = [(raw, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            total += len(value)
+            continue
+        if not isinstance(value, dict | list | tuple):
+            continue
+        if depth > MAX_DEPTH:
+            raise LimitExceeded(
+                f"request: nested deeper than {MAX_DEPTH} levels of objects and lists",
+                detail={"field": "request", "limit": "depth", "max": MAX_DEPTH},
+            )
+        if isinstance(value, dict):
+            total += sum(len(key) for key in value if isinstance(key, str))
+            stack.extend((item, depth + 1) for item in value.values())
+        else:
+            stack.extend((item, depth + 1) for item in value)
+        if total > limits.max_request_chars:
+            break
+    if total > limits.max_request_chars:
+        raise LimitExceeded(
+            f"request: over {limits.max_request_chars:,} characters in all (max_request_chars); "
+            "split the input into several jobs",
+            detail={"field": "request", "limit": "max_request_chars", "max": limits.max_request_chars},
+        )
+
+
 class Request(BaseModel):
     """A job request: strict types, no unknown fields, immutable once validated."""
 
@@ -114,6 +153,7 @@ class Request(BaseModel):
             context = Context(limits=context)
         if not isinstance(raw, dict):
             raise BadRequest(f"request: expected a JSON object, got {type(raw).__name__}", detail={"field": "request"})
+        check_size(raw, (context or Context()).limits)
         try:
             return cls.model_validate(raw, context=context or Context())
         except ValidationError as exc:

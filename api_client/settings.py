@@ -41,6 +41,7 @@ class Settings(BaseModel):
     max_pairs: int = Field(1_000_000, ge=1)
     max_queries: int = Field(1000, ge=1)
     max_k: int = Field(1000, ge=1)
+    max_request_chars: int = Field(50_000_000, ge=1)
 
     # Jobs of more items than this are split into chunk jobs that any worker takes.
     chunk_size: int = Field(1000, ge=1)

@@ -35,6 +35,16 @@ INDEX_PARAMS: tuple[str, ...] = ("M", "efConstruction", "efSearch", "nlist", "np
 Include = Literal["text", "metadata"]
 INCLUDE: tuple[Include, ...] = get_args(Include)
 MAX_ID_CHARS = 512
+MAX_METADATA_CHARS = 16_384
+"""Characters of one document's metadata as JSON."""
+MAX_METADATA_DEPTH = 8
+"""Levels of nested objects and lists in one document's metadata."""
+MAX_FILTER_KEYS = 32
+MAX_FILTER_CHARS = 1024
+"""Characters of a filter's key, and of a string value it compares."""
+INDEX_PARAM_MAX: dict[str, int] = {"M": 128, "efConstruction": 2048, "efSearch": 4096, "nlist": 65_536, "nprobe": 65_536}
+"""The largest value of each FAISS parameter a request may set: beyond them a build's memory or a search's time
+grows without a gain in recall worth it."""
 DOCUMENT_SHAPE = "expected an object with 'id', 'text' and optional 'metadata'"
 
 
@@ -54,17 +64,36 @@ def _document_id(value: Any) -> str:
     return value
 
 
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list | tuple):
+        return 1 + max((_depth(item) for item in value), default=0)
+    return 0
+
+
 def _json_object(value: Any) -> Any:
-    """A metadata object (``None`` is none) that ``jsonb`` stores as it is: no NaN, no NUL, valid Unicode."""
+    """A metadata object (``None`` is none) that ``jsonb`` stores as it is: no NaN, no NUL, valid Unicode, at most
+    ``MAX_METADATA_CHARS`` characters as JSON and ``MAX_METADATA_DEPTH`` levels deep."""
     if value is None:
         return {}
     if isinstance(value, dict):
         try:
             stored = json.dumps(value, allow_nan=False, ensure_ascii=False)
             stored.encode("utf-8")
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             pass
         else:
+            if len(stored) > MAX_METADATA_CHARS:
+                raise PydanticCustomError(
+                    "metadata_size",
+                    "{size} characters as JSON is over the limit of {limit} per document's metadata",
+                    {"size": f"{len(stored):,}", "limit": f"{MAX_METADATA_CHARS:,}"},
+                )
+            if _depth(value) > MAX_METADATA_DEPTH:
+                raise PydanticCustomError(
+                    "metadata_depth", "nested deeper than {limit} levels", {"limit": MAX_METADATA_DEPTH}
+                )
             if "\\u0000" not in stored:
                 return value
     raise PydanticCustomError("json_object", "expected a JSON object (of finite numbers and text without NUL)")
@@ -154,11 +183,26 @@ def _index_params(params: dict[str, int]) -> dict[str, int]:
                 f"params.{key}: index parameters are positive integers among {', '.join(INDEX_PARAMS)}",
                 detail={"field": f"params.{key}"},
             )
+        if value > INDEX_PARAM_MAX[key]:
+            raise LimitExceeded(
+                f"params.{key}: {value:,} is over the limit of {INDEX_PARAM_MAX[key]:,}",
+                detail={"field": f"params.{key}", "limit": key, "max": INDEX_PARAM_MAX[key], "actual": value},
+            )
     return params
 
 
 def _filter(where: dict[str, Any]) -> dict[str, Any]:
+    if len(where) > MAX_FILTER_KEYS:
+        raise LimitExceeded(
+            f"filter: {len(where)} keys is over the limit of {MAX_FILTER_KEYS}",
+            detail={"field": "filter", "limit": "filter_keys", "max": MAX_FILTER_KEYS, "actual": len(where)},
+        )
     for key, value in where.items():
+        if len(key) > MAX_FILTER_CHARS or (isinstance(value, str) and len(value) > MAX_FILTER_CHARS):
+            raise LimitExceeded(
+                f"filter.{ascii(key[:40])}: keys and string values are at most {MAX_FILTER_CHARS} characters",
+                detail={"field": "filter", "limit": "filter_chars", "max": MAX_FILTER_CHARS},
+            )
         finite = not isinstance(value, float) or math.isfinite(value)
         if not isinstance(value, str | int | float | bool) or not finite:
             raise BadRequest(

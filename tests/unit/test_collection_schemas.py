@@ -177,3 +177,48 @@ def test_a_collection_is_served_by_the_hardware_class_of_its_model_version() -> 
     assert hardware_of({"dtype": "float16"}) == "gpu"
     assert hardware_of({"dtype": "float32"}) == "cpu"
     assert hardware_of({"dtype": None}) == "cpu"  # not bound yet
+
+
+def test_metadata_filters_and_index_parameters_are_capped() -> None:
+    def upsert(metadata: object) -> UpsertRequest:
+        return UpsertRequest.parse({"collection": "c", "documents": [{"id": "a", "text": "x", "metadata": metadata}]})
+
+    assert upsert({"team": "billing", "tags": ["a", "b"]}).documents[0].metadata["team"] == "billing"
+    with pytest.raises(BadRequest, match=r"documents\[0\]\.metadata: 20,0\d\d characters as JSON is over the limit"):
+        upsert({"blob": "x" * 20_000})
+    deep: dict = {}
+    node = deep
+    for _ in range(10):
+        node["n"] = node = {}
+    with pytest.raises(BadRequest, match=r"documents\[0\]\.metadata: nested deeper than 8 levels"):
+        upsert(deep)
+
+    with pytest.raises(LimitExceeded, match="filter: 33 keys is over the limit of 32"):
+        SearchRequest.parse({"collection": "c", "queries": ["q"], "filter": {f"k{i}": i for i in range(33)}})
+    with pytest.raises(LimitExceeded, match="filter.'team': keys and string values are at most 1024"):
+        SearchRequest.parse({"collection": "c", "queries": ["q"], "filter": {"team": "x" * 2000}})
+
+    assert BuildRequest.parse({"collection": "c", "params": {"M": 128, "nlist": 65_536}}).params == {
+        "M": 128,
+        "nlist": 65_536,
+    }
+    with pytest.raises(LimitExceeded, match=r"params\.M: 100,000 is over the limit of 128") as caught:
+        BuildRequest.parse({"collection": "c", "params": {"M": 100_000}})
+    assert caught.value.detail["max"] == 128
+    with pytest.raises(LimitExceeded, match=r"params\.efSearch: 1,000,000,000 is over the limit of 4,096"):
+        BuildRequest.parse({"collection": "c", "params": {"efSearch": 10**9}})
+
+
+def test_a_request_over_its_total_size_or_nested_too_deep_is_refused_before_its_fields() -> None:
+    small = Limits(max_texts_per_job=10, max_chars_per_text=100, max_request_chars=600)
+    UpsertRequest.parse({"collection": "c", "documents": [{"id": f"d{i}", "text": "x" * 45} for i in range(10)]}, small)
+    with pytest.raises(LimitExceeded, match="request: over 600 characters in all") as caught:
+        UpsertRequest.parse(
+            {"collection": "c", "documents": [{"id": f"d{i}", "text": "x" * 60} for i in range(10)]}, small
+        )
+    assert caught.value.detail["limit"] == "max_request_chars"
+    nested: list = []
+    for _ in range(100_000):  # deep enough to exhaust a recursive walker's stack
+        nested = [nested]
+    with pytest.raises(LimitExceeded, match="request: nested deeper than 32 levels"):
+        UpsertRequest.parse({"collection": "c", "documents": nested})
