@@ -44,6 +44,39 @@ ENVIRONMENT = {
 """Set for the worker's processes (``setdefault``: an operator's own values win)."""
 
 
+class RefusedMessages(logging.Filter):
+    """Celery's reports of a message it discards (no such task, not a task message, a body it may not decode,
+    such as a pickle): one line each, without a traceback or the body, naming what was refused."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from celery.worker.consumer import consumer
+
+        args = record.args if isinstance(record.args, tuple) else ()
+        if not args:
+            return True
+        if record.msg == consumer.UNKNOWN_TASK_ERROR:
+            name = args[0].args[0] if isinstance(args[0], KeyError) and args[0].args else args[0]
+            record.msg, record.args = (
+                "discarded a message for task %r: no such task runs here (embedq's are embedq.*)",
+                (name,),
+            )
+        elif record.msg == consumer.INVALID_TASK_ERROR:
+            record.msg, record.args = "discarded a message that is not a task message: %s", (args[0],)
+        elif record.msg == consumer.MESSAGE_DECODE_ERROR:
+            record.msg, record.args = (
+                "discarded a message whose body may not be decoded (type %r): %s",
+                (
+                    args[1],
+                    args[0],
+                ),
+            )
+        else:
+            return True
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
 def environment() -> None:
     for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
@@ -52,6 +85,9 @@ def environment() -> None:
 def quiet_libraries() -> None:
     for name, level in QUIET.items():
         logging.getLogger(name).setLevel(level)
+    consumer = logging.getLogger("celery.worker.consumer.consumer")
+    if not any(isinstance(f, RefusedMessages) for f in consumer.filters):
+        consumer.addFilter(RefusedMessages())
     quiet_warnings()
 
 

@@ -160,6 +160,7 @@ def test_out_of_attempts_fails_and_unknown_queues_fall_back(setup) -> None:
     report = sweep(conn=conn, app=app, settings=settings)
     assert report.failed == [exhausted]
     assert helpers.job_row(conn, exhausted)["error"]["type"] == "AttemptsExhausted"
+    assert helpers.job_row(conn, exhausted)["error"]["detail"]["attempts"] == 3
     assert report.resent == [odd]
     assert message_ids(app, INTERACTIVE) == [odd]
 

@@ -55,8 +55,11 @@ def test_a_job_out_of_attempts_fails_with_its_last_error(eq: EmbedQ, db) -> None
         "WHERE id = %s",
         (job_id,),
     )
-    with pytest.raises(AttemptsExhausted, match="last error: OutOfMemory: CUDA out of memory"):
+    with pytest.raises(
+        AttemptsExhausted, match="on every one of its 3 attempts: last error: OutOfMemory: CUDA out of memory"
+    ) as caught:
         eq.job(job_id).result(timeout=30)
+    assert caught.value.detail["attempts"] == 3
 
 
 def test_sweep_command_resends_a_lost_job_and_reports_it(isolated_database, broker_url, monkeypatch, capsys) -> None:

@@ -276,14 +276,17 @@ def release_job(*, conn: psycopg.Connection, claim: Claim, error: EmbedQError) -
         "error = CASE WHEN attempts < max_attempts THEN %s ELSE %s END, "
         "finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE now() END, "
         "lease_expires_at = NULL, sent_at = now(), sends = sends + 1",
-        (Jsonb(error.to_record()), Jsonb(_exhausted(error.to_record()).to_record())),
+        (Jsonb(error.to_record()), Jsonb(_exhausted(error.to_record(), claim.attempt).to_record())),
     )
     return status == JobStatus.QUEUED
 
 
-def _exhausted(last_error: dict[str, Any] | None) -> AttemptsExhausted:
+def _exhausted(last_error: dict[str, Any] | None, attempts: int) -> AttemptsExhausted:
     last = f": last error: {last_error['type']}: {last_error['message']}" if last_error else ""
-    return AttemptsExhausted(f"the job failed or was lost on every attempt{last}", detail={"last_error": last_error})
+    return AttemptsExhausted(
+        f"the job failed or was lost on every one of its {attempts} attempt{'s' if attempts != 1 else ''}{last}",
+        detail={"last_error": last_error, "attempts": attempts},
+    )
 
 
 _UNCLAIMABLE = (
@@ -295,16 +298,17 @@ _UNCLAIMABLE = (
 def fail_exhausted(*, conn: psycopg.Connection, job_ids: list[str] | None = None) -> list[str]:
     """Fail jobs that can never be claimed again: out of attempts and not held by a live lease."""
     rows = conn.execute(
-        f"SELECT id, error FROM jobs WHERE {_UNCLAIMABLE} AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))",
+        f"SELECT id, error, attempts FROM jobs WHERE {_UNCLAIMABLE} "
+        "AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))",
         {"ids": job_ids},
     ).fetchall()
     failed = []
     lost = {"type": "WorkerLost", "message": "the worker running the job stopped heartbeating"}
-    for job_id, last_error in rows:
+    for job_id, last_error, attempts in rows:
         row = conn.execute(
             "UPDATE jobs SET status = 'failed', error = %s, finished_at = now(), updated_at = now(), "
             f"lease_expires_at = NULL WHERE id = %s AND {_UNCLAIMABLE} RETURNING id",
-            (Jsonb(_exhausted(last_error or lost).to_record()), job_id),
+            (Jsonb(_exhausted(last_error or lost, attempts).to_record()), job_id),
         ).fetchone()
         if row is not None:
             failed.append(str(job_id))
