@@ -28,6 +28,7 @@ job's ``Job.result()`` raises what the worker raised::
           ├── BrokerUnavailable          Redis / RabbitMQ could not be reached
           ├── DatabaseUnavailable        PostgreSQL could not be reached
           ├── OutOfMemory                the model ran out of memory
+          ├── DiskFull                   no space left where artifacts are written
           ├── WorkerLost                 the worker died or lost its lease
           └── TimeLimitRetried           a task ran past its time limit after making progress
 
@@ -148,6 +149,10 @@ class DatabaseUnavailable(RetriableError):
 
 class OutOfMemory(RetriableError):
     """The model ran out of memory for this batch."""
+
+
+class DiskFull(RetriableError):
+    """No space (or quota) was left on the disk an artifact was being written to; nothing half-written is kept."""
 
 
 class WorkerLost(RetriableError):

@@ -42,7 +42,13 @@ MAX_METADATA_DEPTH = 8
 MAX_FILTER_KEYS = 32
 MAX_FILTER_CHARS = 1024
 """Characters of a filter's key, and of a string value it compares."""
-INDEX_PARAM_MAX: dict[str, int] = {"M": 128, "efConstruction": 2048, "efSearch": 4096, "nlist": 65_536, "nprobe": 65_536}
+INDEX_PARAM_MAX: dict[str, int] = {
+    "M": 128,
+    "efConstruction": 2048,
+    "efSearch": 4096,
+    "nlist": 65_536,
+    "nprobe": 65_536,
+}
 """The largest value of each FAISS parameter a request may set: beyond them a build's memory or a search's time
 grows without a gain in recall worth it."""
 DOCUMENT_SHAPE = "expected an object with 'id', 'text' and optional 'metadata'"
@@ -200,7 +206,7 @@ def _filter(where: dict[str, Any]) -> dict[str, Any]:
     for key, value in where.items():
         if len(key) > MAX_FILTER_CHARS or (isinstance(value, str) and len(value) > MAX_FILTER_CHARS):
             raise LimitExceeded(
-                f"filter.{ascii(key[:40])}: keys and string values are at most {MAX_FILTER_CHARS} characters",
+                f"filter.{key[:40]!a}: keys and string values are at most {MAX_FILTER_CHARS} characters",
                 detail={"field": "filter", "limit": "filter_chars", "max": MAX_FILTER_CHARS},
             )
         finite = not isinstance(value, float) or math.isfinite(value)

@@ -109,6 +109,29 @@ def build(
     index_id, version = collections_store.reserve_index_version(
         conn=rt.conn, collection_id=collection.id, kind=kind, model_id=model_id, job_id=claim.output_id
     )
+    try:
+        return _build(rt, claim, collection, index_id, version, model_id, kind, params, embed_missing)
+    except Exception as exc:  # the reserved version will never be ready: say so, then the job's error is raised
+        try:
+            error = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            collections_store.fail_index(conn=rt.conn, index_id=index_id, metrics=error)
+        except psycopg.Error as db_exc:
+            log.warning("index version %s of %s stays 'building': %s", version, collection.name, db_exc)
+        raise
+
+
+def _build(  # noqa: PLR0917 (build's own parameters, once reserved)
+    rt: Runtime,
+    claim: Claim,
+    collection: Collection,
+    index_id: int,
+    version: int,
+    model_id: int,
+    kind: str,
+    params: dict[str, int] | None,
+    embed_missing: Callable[[], int] | None,
+) -> Built:
+    root = rt.settings.artifacts
     snapshot = _snapshot(rt, collection, model_id, embed_missing)
     vectors = snapshot.vectors
     if len(vectors):

@@ -64,3 +64,26 @@ def test_a_soft_time_limit_that_a_library_raised_again_is_still_a_time_limit() -
         assert isinstance(to_error(exc), errors.TimeLimitExceeded)
     plain = ValueError("Unable to create tensor")
     assert time_limit(plain) is None and isinstance(to_error(plain), errors.InternalError)
+
+
+def test_a_full_disk_is_the_retriable_disk_full_wherever_it_was_raised() -> None:
+    import errno
+    import os
+
+    from embedq.worker.errors import to_error
+
+    faiss = RuntimeError(
+        "Error in faiss::FileIOWriter: write error in index.faiss: 5 != 61440 (No space left on device)"
+    )
+    try:
+        try:
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+        except OSError as quota:
+            raise ValueError("could not save the head") from quota
+    except ValueError as chained:
+        wrapped = chained
+    for exc in (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), faiss, wrapped):
+        error = to_error(exc)
+        assert isinstance(error, errors.DiskFull) and error.retriable, exc
+        assert "free space under EMBEDQ_ARTIFACT_ROOT" in error.message
+    assert isinstance(to_error(OSError(errno.EACCES, "Permission denied")), errors.InternalError)
