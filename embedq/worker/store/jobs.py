@@ -303,7 +303,7 @@ def fail_exhausted(*, conn: psycopg.Connection, job_ids: list[str] | None = None
         {"ids": job_ids},
     ).fetchall()
     failed = []
-    lost = {"type": "WorkerLost", "message": "the worker running the job stopped heartbeating"}
+    lost = {"type": "WorkerLost", "message": "the process running the job died or stopped renewing its lease"}
     for job_id, last_error, attempts in rows:
         row = conn.execute(
             "UPDATE jobs SET status = 'failed', error = %s, finished_at = now(), updated_at = now(), "
