@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import SecurityError
 from kombu import Exchange, Queue
 
-from api_client.errors import BadRequest
+from api_client.errors import BadRequest, NotConfigured
 from api_client.kinds import BY_TASK
 from api_client.requests import Context, Limits
 from api_client.routing import DEFAULT_QUEUE, QUEUES, Thresholds
@@ -55,8 +57,52 @@ def thresholds(settings: Settings) -> Thresholds:
     return Thresholds(settings.interactive_max_items, settings.interactive_max_chars)
 
 
+def signing_config(settings: Settings) -> dict[str, Any]:
+    """With ``EMBEDQ_SIGNING_*``: Celery's auth serializer (JSON signed with an RSA key, sha256), and only signed
+    messages accepted; else nothing."""
+    if not settings.signs:
+        return {}
+    return {
+        "task_serializer": "auth",
+        "accept_content": ["auth"],
+        "security_key": str(settings.signing_key),
+        "security_certificate": str(settings.signing_cert),
+        "security_cert_store": settings.signing_certs,
+        "security_digest": "sha256",
+    }
+
+
+def register_signing(settings: Settings) -> None:
+    """Register the ``auth`` serializer with this process's key and trusted certificates (kombu's serializer
+    registry is one per process), when ``EMBEDQ_SIGNING_*`` is set.
+
+    Raises:
+        NotConfigured: the cryptography package is missing, or the key or a certificate cannot be read.
+    """
+    if not settings.signs:
+        return
+    try:
+        from celery.security.serialization import register_auth
+    except ImportError as exc:
+        raise NotConfigured(
+            "message signing (EMBEDQ_SIGNING_KEY) needs the cryptography package: pip install 'embedq[signing]'"
+        ) from exc
+    try:
+        register_auth(
+            Path(str(settings.signing_key)).read_text(),
+            None,
+            Path(str(settings.signing_cert)).read_text(),
+            settings.signing_certs,
+            "sha256",
+            serializer="json",
+        )
+    except (OSError, ValueError, SecurityError) as exc:
+        raise NotConfigured(f"message signing: cannot load the key or certificates: {exc}") from exc
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """JSON only, late acks, prefetch 1, one visibility timeout longer than the hard time limit."""
+    """JSON only (signed with ``EMBEDQ_SIGNING_*``), late acks, prefetch 1, one visibility timeout longer than the
+    hard time limit."""
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
@@ -85,6 +131,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # broker messages per task, so off unless asked for.
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
+        **signing_config(settings),
     }
 
 
@@ -92,6 +139,7 @@ def producer_app(settings: Settings) -> Celery:
     """A Celery app that only sends embedq messages (no tasks, no result backend)."""
     app = Celery("embedq-client", set_as_current=False)
     app.conf.update(celery_config(settings))
+    register_signing(settings)
     return app
 
 

@@ -65,6 +65,13 @@ class Settings(BaseModel):
     time_limit: int = Field(1560, ge=1)
     visibility_timeout: int = Field(7200, ge=1)
 
+    # Message signing (Celery's auth serializer), all three or none: every message is signed with this
+    # RSA key and its certificate, and a worker accepts only messages signed by a certificate found
+    # by signing_certs (a folder's glob, e.g. /etc/embedq/certs/*.pem).
+    signing_key: Path | None = None
+    signing_cert: Path | None = None
+    signing_certs: str | None = None
+
     # Sweeper and worker heartbeat.
     sweep_interval: float = Field(10.0, gt=0)
     resend_after: float = Field(30.0, gt=0)
@@ -141,7 +148,20 @@ class Settings(BaseModel):
             raise ValueError("lease_seconds must be more than twice progress_interval")
         if self.worker_alive <= 2 * self.worker_heartbeat:
             raise ValueError("worker_alive must be more than twice worker_heartbeat")
+        signing = {
+            "signing_key": self.signing_key,
+            "signing_cert": self.signing_cert,
+            "signing_certs": self.signing_certs,
+        }
+        if any(signing.values()) and not all(signing.values()):
+            unset = ", ".join(f"EMBEDQ_{key.upper()}" for key, value in signing.items() if not value)
+            raise ValueError(f"message signing needs EMBEDQ_SIGNING_KEY, _CERT and _CERTS together; {unset} not set")
         return self
+
+    @property
+    def signs(self) -> bool:
+        """Whether messages are signed (and only signed ones accepted)."""
+        return self.signing_key is not None
 
     @property
     def artifacts(self) -> Path:

