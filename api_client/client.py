@@ -30,7 +30,7 @@ from api_client.errors import (
 from api_client.job import Job
 from api_client.kinds import CLIENT_METHODS, KINDS, kind_of
 from api_client.notify import Notice, Notifier
-from api_client.requests import Context
+from api_client.requests import Context, check_idempotency_key
 from api_client.schemas import JobInfo, Limits
 from api_client.settings import Settings, get_settings
 from api_client.states import JobStatus
@@ -165,6 +165,7 @@ class EmbedQ(CollectionsMixin, ClassifiersMixin):
         limits and the names it uses (model, collection, classifier).
         """
         spec = kind_of(kind)
+        idempotency_key = check_idempotency_key(idempotency_key)
         parsed = spec.parse(request, Context(self.limits, catalog=StoreCatalog(self._run)))
         queue = spec.queue(
             parsed, gpu_alive=self._gpu_alive(), thresholds=thresholds(self.settings), lane=lane, hardware=hardware

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -10,14 +11,29 @@ def clean_text(text: str) -> str:
     return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
-def json_safe(value: Any) -> Any:
-    """A copy of ``value`` that ``jsonb`` accepts: strings cleaned, keys made strings, other objects ``repr``-ed."""
+MAX_DEPTH = 32
+"""Levels kept of nested objects and lists; deeper ones are replaced by a marker."""
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """A copy of ``value`` that ``jsonb`` accepts: strings cleaned, keys made strings, NaN, infinity and integers
+    past 64 bits named in a string, levels past ``MAX_DEPTH`` cut, other objects ``repr``-ed."""
     if isinstance(value, str):
         return clean_text(value)
     if value is None or isinstance(value, bool | int | float):
-        return value
+        return _number(value)
+    if depth >= MAX_DEPTH and isinstance(value, dict | list | tuple):
+        return f"<nested deeper than {MAX_DEPTH} levels>"
     if isinstance(value, dict):
-        return {clean_text(str(key)): json_safe(item) for key, item in value.items()}
+        return {clean_text(str(key)): json_safe(item, depth + 1) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
+        return [json_safe(item, depth + 1) for item in value]
     return clean_text(repr(value))
+
+
+def _number(value: bool | float | None) -> bool | float | str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 63:
+        return f"<an integer of {value.bit_length()} bits>"
+    return value

@@ -18,6 +18,7 @@ naming the first field it found wrong.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, Self
@@ -107,18 +108,40 @@ def option_error(exc: ValidationError, request_model: type[BaseModel]) -> BadReq
 
 MAX_DEPTH = 32
 """Levels of nested objects and lists in one request (metadata included)."""
+MAX_INT_BITS = 63
+"""Integers of a request fit in PostgreSQL's bigint (and print in any message)."""
+
+
+def _number_problem(value: Any) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a JSON number; send finite numbers only"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
+        return f"an integer of {value.bit_length():,} bits is out of range (at most 2^{MAX_INT_BITS})"
+    return None
+
+
+def _path(path: tuple[Any, ...]) -> str:
+    """``documents[3].metadata.score`` for ``("documents", 3, "metadata", "score")``."""
+    text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
+    text = text or "request"
+    return text if text.isprintable() and len(text) <= 200 else ascii(text)[:200]
 
 
 def check_size(raw: Any, limits: Limits) -> None:
-    """Refuse a request whose strings together exceed ``max_request_chars`` or that nests deeper than
-    ``MAX_DEPTH``, before any field is validated (walked without recursion, so no depth can exhaust the stack)."""
+    """Refuse a request whose strings together exceed ``max_request_chars``, that nests deeper than
+    ``MAX_DEPTH``, or that holds NaN, infinity or an integer past 64 bits, before any field is validated
+    (walked without recursion, so no depth can exhaust the stack)."""
     total = 0
-    stack: list[tuple[Any, int]] = [(raw, 1)]
+    stack: list[tuple[Any, int, tuple[Any, ...]]] = [(raw, 1, ())]
     while stack:
-        value, depth = stack.pop()
+        value, depth, path = stack.pop()
         if isinstance(value, str):
             total += len(value)
             continue
+        problem = _number_problem(value)
+        if problem:
+            where = _path(path)
+            raise BadRequest(f"{where}: {problem}", detail={"field": where})
         if not isinstance(value, dict | list | tuple):
             continue
         if depth > MAX_DEPTH:
@@ -128,9 +151,9 @@ def check_size(raw: Any, limits: Limits) -> None:
             )
         if isinstance(value, dict):
             total += sum(len(key) for key in value if isinstance(key, str))
-            stack.extend((item, depth + 1) for item in value.values())
+            stack.extend((item, depth + 1, (*path, key)) for key, item in value.items())
         else:
-            stack.extend((item, depth + 1) for item in value)
+            stack.extend((item, depth + 1, (*path, index)) for index, item in enumerate(value))
         if total > limits.max_request_chars:
             break
     if total > limits.max_request_chars:
@@ -239,14 +262,39 @@ def _texts(value: Any, info: ValidationInfo) -> list[str]:
     return check_texts(value, context_of(info).limits, info.field_name or "texts")
 
 
-def _batch_size(value: Any, info: ValidationInfo) -> Any:
-    limits = context_of(info).limits
-    if isinstance(value, int) and not isinstance(value, bool) and value > limits.max_batch_size:
-        raise LimitExceeded(
-            f"batch_size: {value} is over the limit of {limits.max_batch_size} (max_batch_size)",
-            detail={"field": "batch_size", "limit": "max_batch_size", "max": limits.max_batch_size, "actual": value},
+def _at_most(limit: str) -> Any:
+    """A validator refusing an integer over the limit named ``limit`` (``LimitExceeded`` naming field and limit)."""
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        maximum = getattr(context_of(info).limits, limit)
+        field = info.field_name or "value"
+        if isinstance(value, int) and not isinstance(value, bool) and value > maximum:
+            raise LimitExceeded(
+                f"{field}: {value} is over the limit of {maximum} ({limit})",
+                detail={"field": field, "limit": limit, "max": maximum, "actual": value},
+            )
+        return value
+
+    return check
+
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def check_idempotency_key(key: Any) -> str | None:
+    """An idempotency key: ``None``, or a non-blank string of at most 200 characters that can be stored."""
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise BadRequest(
+            f"idempotency_key: expected a non-blank string of at most {MAX_IDEMPOTENCY_KEY} characters, "
+            f"got {type(key).__name__}" + (f" of {len(key):,} characters" if isinstance(key, str) else ""),
+            detail={"field": "idempotency_key"},
         )
-    return value
+    problem = text_problem(key)
+    if problem:
+        raise BadRequest(f"idempotency_key: the key {problem}", detail={"field": "idempotency_key"})
+    return key
 
 
 def _model_name(value: str) -> str:
@@ -258,7 +306,9 @@ def _model_name(value: str) -> str:
 
 Texts = Annotated[list[str], BeforeValidator(_texts)]
 """A non-empty list of texts within the limits, each a non-blank storable string."""
-BatchSize = Annotated[int, Field(ge=1), BeforeValidator(_batch_size)]
+BatchSize = Annotated[int, Field(ge=1), BeforeValidator(_at_most("max_batch_size"))]
+TopK = Annotated[int, Field(ge=1), BeforeValidator(_at_most("max_k"))]
+"""How many best matches to keep, at most ``max_k``."""
 ModelName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_model_name)]
 Slug = Annotated[str, BeforeValidator(_slug)]
 """A name that is a slug (``check_name``): the error names the field."""

@@ -29,7 +29,18 @@ from api_client.kinds.training import (
     method_params,
     params_of,
 )
-from api_client.requests import BatchSize, Context, Limits, ModelName, Request, Slug, Texts, check_texts, context_of
+from api_client.requests import (
+    BatchSize,
+    Context,
+    Limits,
+    ModelName,
+    Request,
+    Slug,
+    Texts,
+    TopK,
+    check_texts,
+    context_of,
+)
 from api_client.schemas import DEFAULT_MODEL
 from api_client.store import classifiers as classifiers_store
 
@@ -137,7 +148,7 @@ class ClassifyRequest(Request):
 
     name: Slug
     texts: Texts
-    top_k: int = Field(1, ge=1)
+    top_k: TopK = 1
     version: int | None = Field(None, ge=1)
     batch_size: BatchSize = 32
 

@@ -264,7 +264,7 @@ def build_index(
     idempotency_key: str | None = None,
 ) -> Job:
     """Build a FAISS index of the collection (``flat``, ``hnsw``, ``ivf``, or ``auto`` by size); make it active."""
-    raw = {"collection": name, "kind": kind, "params": dict(params) if params is not None else None}
+    raw = {"collection": name, "kind": kind, "params": dict(params) if isinstance(params, Mapping) else params}
     return self.submit("build_index", raw, idempotency_key=idempotency_key, lane=None, hardware=self._hardware(name))
 
 
@@ -328,7 +328,7 @@ def reindex(
         "collection": name,
         "model": model,
         "kind": kind,
-        "params": dict(params) if params is not None else None,
+        "params": dict(params) if isinstance(params, Mapping) else params,
         "min_recall": min_recall,
         "backend": backend,
     }

@@ -17,7 +17,7 @@ from api_client.backends import Backend
 from api_client.errors import BadRequest, LimitExceeded
 from api_client.kinds import Kind, client_method, declare
 from api_client.kinds.encode import check_model_options
-from api_client.requests import BatchSize, ModelName, Request, Texts, context_of
+from api_client.requests import BatchSize, ModelName, Request, Texts, TopK, context_of
 from api_client.schemas import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class ParaphrasesRequest(Request):
     texts: Texts
     model: ModelName = DEFAULT_MODEL
     metric: Metric = "cosine"
-    top_k: int = Field(100, ge=1)
+    top_k: TopK = 100
     max_pairs: int = Field(500_000, ge=1)
     threshold: float | None = None
     batch_size: BatchSize = 32

@@ -25,6 +25,7 @@ from api_client.settings import get_settings
 def _config() -> dict[str, Any]:
     settings = get_settings()
     config = celery_config(settings)
+    config["worker_consumer"] = "embedq.worker.guard:GuardedConsumer"
     if settings.database_url:
         config.update(
             result_backend=settings.result_backend,

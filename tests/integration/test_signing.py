@@ -92,9 +92,7 @@ def test_a_signing_worker_runs_signed_jobs_and_discards_unsigned_and_strangers_m
             check=True,
             timeout=60,
         )
-        helpers.wait_until(
-            lambda: log.read_text().count("discarded a message") >= 2, timeout=60, what="both refused"
-        )
+        helpers.wait_until(lambda: log.read_text().count("discarded a message") >= 2, timeout=60, what="both refused")
         assert eq.encode(["signed again, after both"]).result(timeout=120).shape == (1, 384)
         with eq._pool.connection() as conn:
             canaries = conn.execute("SELECT count(*) FROM jobs WHERE request::text LIKE '%%canary%%'").fetchone()[0]

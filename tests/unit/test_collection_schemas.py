@@ -33,7 +33,7 @@ def test_upsert_checks_each_document_and_names_it() -> None:
         upsert({"id": "a", "text": "x"}, {"id": "a", "text": "y"})
     with pytest.raises(BadRequest, match=r"documents\[0\]\.metadata: expected a JSON object"):
         upsert({"id": "a", "text": "x", "metadata": [1]})
-    with pytest.raises(BadRequest, match=r"documents\[0\]\.metadata: expected a JSON object"):
+    with pytest.raises(BadRequest, match=r"documents\[0\]\.metadata\.score: nan is not a JSON number"):
         upsert({"id": "a", "text": "x", "metadata": {"score": float("nan")}})  # jsonb has no NaN
     with pytest.raises(BadRequest, match=r"documents\[1\]: expected an object"):
         upsert({"id": "a", "text": "x"}, {"id": "b", "text": "x", "extra": 1})

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from api_client.errors import BadRequest, LimitExceeded
@@ -130,3 +132,40 @@ def test_odd_option_names_are_shown_escaped() -> None:
 def test_the_prompt_counts_against_the_text_limit() -> None:
     with pytest.raises(LimitExceeded, match="prompt: 21 characters is over the limit of 20"):
         parse(prompt="p" * 21)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"texts": ["a"], "truncate_dim": float("nan")}, "truncate_dim: nan is not a JSON number"),
+        ({"texts": ["a"], "extra": [1.0, float("inf")]}, r"extra\[1\]: inf is not a JSON number"),
+        ({"texts": ["a"], "batch_size": 10**5000}, "batch_size: an integer of 16,610 bits is out of range"),
+    ],
+)
+def test_nan_infinity_and_huge_integers_are_refused_anywhere_in_a_request(raw: dict, message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        EncodeRequest.parse(raw, LIMITS)
+
+
+def test_top_k_and_idempotency_keys_are_bounded() -> None:
+    from api_client.kinds.similarity import ParaphrasesRequest
+    from api_client.requests import check_idempotency_key
+
+    assert ParaphrasesRequest.parse({"texts": ["a", "b"], "top_k": 1000}).top_k == 1000
+    with pytest.raises(LimitExceeded, match=r"top_k: 1001 is over the limit of 1000 \(max_k\)"):
+        ParaphrasesRequest.parse({"texts": ["a", "b"], "top_k": 1001})
+    assert check_idempotency_key("order-17") == "order-17"
+    for bad in (3, ["k"], "", " ", "k" * 201, "a\x00b", "\ud800"):
+        with pytest.raises(BadRequest, match="idempotency_key: "):
+            check_idempotency_key(bad)
+
+
+def test_refused_requests_are_recorded_as_storable_json() -> None:
+    from api_client.jsonsafe import json_safe
+
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    safe = json_safe({"x": float("nan"), "n": 10**30, "d": deep, "t": "a\x00b"})
+    assert safe["x"] == "nan" and safe["n"] == "<an integer of 100 bits>" and safe["t"] == "a\ufffdb"
+    assert json.dumps(safe, allow_nan=False).count("[") == 31  # the dict is level 1: cut past 32, no RecursionError
