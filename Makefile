@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow test-install test-all lint bench clean
+.PHONY: install run test test-slow test-install test-all chaos soak lint bench clean
 
 install: $(STAMP)
 
@@ -35,6 +35,15 @@ test-install: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -m slow tests/install
 
 test-all: test test-slow
+
+# The fault and hostile-input battery (docs/reliability.md): every test in tests/chaos, slow ones included,
+# but the soak; figures printed. Each test appends its figures to $(EMBEDQ_BATTERY_REPORT) when set.
+chaos: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -m "slow or not slow" -s tests/chaos --deselect tests/chaos/test_soak.py
+
+# The soak: 70% of the measured capacity for EMBEDQ_SOAK_SECONDS (600 by default).
+soak: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -m slow -s tests/chaos/test_soak.py
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/encode.py

@@ -103,7 +103,10 @@ def settle(eq: EmbedQ, jobs: list) -> dict[str, int]:
     return {"jobs": len(infos), "extra_executions": sum(info.attempts - 1 for info in infos)}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "restarted"])
+@pytest.mark.parametrize(
+    "sig",
+    [pytest.param(signal.SIGKILL, id="killed"), pytest.param(signal.SIGTERM, id="restarted", marks=pytest.mark.slow)],
+)
 def test_the_same_worker_resumes_and_no_job_is_lost_when_the_broker_goes_away(
     redis: Redis, isolated_database: str, tmp_path: Path, sig: int
 ) -> None:

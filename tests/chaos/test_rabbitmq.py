@@ -103,6 +103,7 @@ def test_a_worker_killed_mid_job_on_rabbitmq_is_replaced_and_nothing_is_lost(
             stop_worker(second, timeout=30)
 
 
+@pytest.mark.slow
 def test_a_rabbitmq_restart_under_load_loses_nothing_and_the_same_worker_resumes(
     amqp_url: str, isolated_database: str, tmp_path: Path
 ) -> None:

@@ -96,6 +96,7 @@ def test_a_swapped_classifier_head_is_never_served(stack) -> None:
     assert report["version"] == 1
 
 
+@pytest.mark.slow
 def test_a_swapped_fine_tuned_model_is_never_served(stack) -> None:
     eq, root = stack
     texts = helpers.banking_texts(16)
