@@ -382,7 +382,7 @@ def judge(rig: Rig, stream: Stream, expected_extra_rows: set[str] = frozenset())
         duplicates = [problem for sub in stream.submitted for problem in check_outputs(conn, sub, stream)]
         mine_ids = [sub.job_id for sub in stream.submitted]
         orphans = conn.execute(
-            "SELECT count(*) FROM index_versions WHERE status <> 'ready' AND job_id = ANY(%s::uuid[])", (mine_ids,)
+            "SELECT count(*) FROM index_versions WHERE status = 'building' AND job_id = ANY(%s::uuid[])", (mine_ids,)
         ).fetchone()[0]
     attempts = {row["id"]: row["attempts"] for row in rows if runs(row)}
     return Verdict(
@@ -431,6 +431,8 @@ def verdict_problems(verdict: Verdict) -> list[str]:
     if verdict.unexpected_rows:
         problems.append(f"{verdict.unexpected_rows} job rows that no submit created")
     problems += [f"stray artifact: {x}" for x in verdict.stray_artifacts]
+    if verdict.orphan_index_versions:
+        problems.append(f"{verdict.orphan_index_versions} index versions left 'building' by finished jobs")
     return problems
 
 

@@ -160,6 +160,9 @@ def test_a_build_killed_mid_way_leaves_no_partial_version_and_is_rebuilt(
         assert verify_artifact(finals[0])["meta"]["count"] == 2000
         active = eq.collection("tickets")["active_index"]
         assert active is not None and active["version"] == info.result["index_version"] and active["count"] == 2000
+        with psycopg.connect(isolated_database, autocommit=True) as conn:
+            versions = conn.execute("SELECT version, status FROM index_versions ORDER BY version").fetchall()
+        assert versions == [(1, "failed"), (2, "ready")]  # the killed attempt's reservation does not stay 'building'
         hits = eq.search("tickets", [docs[42]["text"]], k=3).result(timeout=WAIT)
         assert hits[0][0]["id"] == docs[42]["id"]
     finally:

@@ -222,7 +222,16 @@ def texts_in_range(
 def reserve_index_version(
     *, conn: psycopg.Connection, collection_id: int, kind: str, model_id: int, job_id: str
 ) -> tuple[int, int]:
-    """A new ``building`` index version row: ``(id, version)``."""
+    """A new ``building`` index version row: ``(id, version)``.
+
+    Versions an earlier attempt of the same job left ``building`` (its process was killed, or its
+    activation was refused) are marked ``failed`` first: only the claim holder builds for a job.
+    """
+    conn.execute(
+        "UPDATE index_versions SET status = 'failed', metrics = metrics || %s "
+        "WHERE job_id = %s AND status = 'building'",
+        (Jsonb({"error": "an earlier attempt of its job stopped before the version was activated"}), job_id),
+    )
     row = conn.execute(
         "INSERT INTO index_versions (collection_id, version, kind, model_id, job_id) "
         "SELECT %s, coalesce(max(version), 0) + 1, %s, %s, %s FROM index_versions WHERE collection_id = %s "
