@@ -26,6 +26,8 @@ from tests import helpers
 
 WAIT = 240
 
+pytestmark = pytest.mark.slow  # `make chaos`; `make test` runs RabbitMQ's lifecycle in tests/integration/test_up.py
+
 
 def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
@@ -103,7 +105,6 @@ def test_a_worker_killed_mid_job_on_rabbitmq_is_replaced_and_nothing_is_lost(
             stop_worker(second, timeout=30)
 
 
-@pytest.mark.slow
 def test_a_rabbitmq_restart_under_load_loses_nothing_and_the_same_worker_resumes(
     amqp_url: str, isolated_database: str, tmp_path: Path
 ) -> None:
