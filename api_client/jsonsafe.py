@@ -12,7 +12,17 @@ def clean_text(text: str) -> str:
 
 
 MAX_DEPTH = 32
-"""Levels kept of nested objects and lists; deeper ones are replaced by a marker."""
+"""Levels of nested objects and lists a request may hold (``api_client.requests.check_size``), and that a record
+keeps; deeper ones are replaced by a marker."""
+MAX_INT_BITS = 63
+"""Integers that fit PostgreSQL's bigint (and print in any message)."""
+
+
+def unstorable_number(value: Any) -> bool:
+    """Whether ``value`` is a number ``jsonb`` cannot hold as one: NaN, infinity, an integer past ``MAX_INT_BITS``."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS
 
 
 def json_safe(value: Any, depth: int = 0) -> Any:
@@ -31,9 +41,7 @@ def json_safe(value: Any, depth: int = 0) -> Any:
     return clean_text(repr(value))
 
 
-def _number(value: bool | float | None) -> bool | float | str | None:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 63:
-        return f"<an integer of {value.bit_length()} bits>"
-    return value
+def _number(value: Any) -> Any:
+    if not unstorable_number(value):
+        return value
+    return str(value) if isinstance(value, float) else f"<an integer of {value.bit_length()} bits>"

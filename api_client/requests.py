@@ -18,7 +18,6 @@ naming the first field it found wrong.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, Self
@@ -27,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from api_client.catalog import canonical_name
 from api_client.errors import BadRequest, LimitExceeded
+from api_client.jsonsafe import MAX_DEPTH, MAX_INT_BITS, unstorable_number
 
 
 @dataclass(frozen=True)
@@ -106,18 +106,12 @@ def option_error(exc: ValidationError, request_model: type[BaseModel]) -> BadReq
     return BadRequest(f"{where}: {first['msg']} (got {got})", detail={"field": where})
 
 
-MAX_DEPTH = 32
-"""Levels of nested objects and lists in one request (metadata included)."""
-MAX_INT_BITS = 63
-"""Integers of a request fit in PostgreSQL's bigint (and print in any message)."""
-
-
 def _number_problem(value: Any) -> str | None:
-    if isinstance(value, float) and not math.isfinite(value):
+    if not unstorable_number(value):
+        return None
+    if isinstance(value, float):
         return f"{value} is not a JSON number; send finite numbers only"
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
-        return f"an integer of {value.bit_length():,} bits is out of range (at most 2^{MAX_INT_BITS})"
-    return None
+    return f"an integer of {value.bit_length():,} bits is out of range (at most 2^{MAX_INT_BITS})"
 
 
 def _path(path: tuple[Any, ...]) -> str:

@@ -59,6 +59,8 @@ class Runtime:
         self._rows: dict[tuple[str, str], tuple[float, Target, Choice, int]] = {}
         self.current_progress: Progress | None = None
         self._timed: set[int] = set()
+        self._published: set[tuple[Path, str]] = set()
+        """Published model folders (and their sha256) whose manifest this process checked already."""
         self.job_backends: set[str] = set()
         """The backends that computed vectors for the job in hand (its summary names them)."""
         self.keeper = LeaseKeeper(settings.require_database(), f"embedq-lease {self.name}", settings.lease_seconds)
@@ -176,10 +178,12 @@ class Runtime:
         """A model embedq published itself (a fine-tune, under the artifact root) is served only as the files it
         registered: its folder must still match its manifest and hash to the registered sha256. A folder a user
         registered elsewhere is theirs to change; a change makes a new version."""
-        root = self.settings.artifacts.resolve()
-        if not target.source.resolve().is_relative_to(root):
+        source = target.source.resolve()
+        if not source.is_relative_to(self.settings.artifacts.resolve()):
             return
-        verify_artifact(target.source.resolve().parent)
+        if (source, target.sha256) not in self._published:  # read once per version, not at every re-resolve
+            verify_artifact(source.parent)
+            self._published.add((source, target.sha256))
         if target.sha256 != registered.sha256:
             raise ArtifactCorrupt(
                 f"model {target.name!r} at {target.source} does not match the sha256 recorded when it was published "
